@@ -1,0 +1,215 @@
+package verdict
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Proto is a transport protocol a door can name. The values are the IANA
+// protocol numbers so the packet parser can use them as they come off the
+// wire.
+type Proto uint8
+
+// Protocols a door can name.
+const (
+	TCP Proto = 6
+	UDP Proto = 17
+)
+
+func (p Proto) String() string {
+	switch p {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	}
+	return "proto(" + strconv.Itoa(int(p)) + ")"
+}
+
+// TCP flags the engine looks at (RFC 9293 §3.1).
+const (
+	FlagFIN = 0x01
+	FlagSYN = 0x02
+	FlagRST = 0x04
+	FlagACK = 0x10
+)
+
+// Port is a transport endpoint on the gateway, written "tcp/22" in policies.
+type Port struct {
+	Proto Proto
+	Num   uint16
+}
+
+func (p Port) String() string { return p.Proto.String() + "/" + strconv.Itoa(int(p.Num)) }
+
+// ParsePort parses "tcp/22" or "udp/8000". Port 0 is refused: it can be
+// neither dialled nor knocked on.
+func ParsePort(s string) (Port, error) {
+	proto, num, ok := strings.Cut(s, "/")
+	if !ok {
+		return Port{}, fmt.Errorf("%q is not of the form proto/port, such as tcp/22", s)
+	}
+	var p Port
+	switch strings.ToLower(proto) {
+	case "tcp":
+		p.Proto = TCP
+	case "udp":
+		p.Proto = UDP
+	default:
+		return Port{}, fmt.Errorf("%q: protocol %q is neither tcp nor udp", s, proto)
+	}
+	n, err := strconv.ParseUint(num, 10, 32)
+	if err != nil || n == 0 || n > 65535 {
+		return Port{}, fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, num)
+	}
+	p.Num = uint16(n)
+	return p, nil
+}
+
+// Packet is what the engine needs to know of one queued packet. It is a
+// plain value: the parser fills it from the packet bytes without allocating.
+type Packet struct {
+	Src, Dst         netip.Addr
+	Proto            Proto
+	SrcPort, DstPort uint16
+	// TCPFlags holds the TCP flag byte (zero for UDP).
+	TCPFlags uint8
+	// Payload is the transport payload as far as it was copied to user
+	// space; it aliases the receive buffer and is only valid during Decide.
+	Payload []byte
+}
+
+// Verdict is what happens to a packet.
+type Verdict uint8
+
+// Verdicts. Drop is the zero value so a forgotten assignment fails closed.
+const (
+	Drop Verdict = iota
+	Accept
+)
+
+func (v Verdict) String() string {
+	if v == Accept {
+		return "accept"
+	}
+	return "drop"
+}
+
+// ParseVerdict parses "accept" or "drop".
+func ParseVerdict(s string) (Verdict, error) {
+	switch s {
+	case "accept":
+		return Accept, nil
+	case "drop":
+		return Drop, nil
+	}
+	return Drop, fmt.Errorf("verdict %q is neither \"accept\" nor \"drop\"", s)
+}
+
+// Reason says why a packet got its verdict. It is a small closed set: the
+// same values label metrics and log lines, so it must never carry data.
+type Reason uint8
+
+// Reasons.
+const (
+	// ReasonUnprotected: no door names the port; the policy's default applies.
+	ReasonUnprotected Reason = iota
+	// ReasonGranted: a protected port, and the source holds a live grant.
+	ReasonGranted
+	// ReasonNoGrant: a protected port, and the source holds no live grant.
+	ReasonNoGrant
+	// ReasonKnock: a knock that started or advanced a sequence.
+	ReasonKnock
+	// ReasonKnockRetransmit: a repeat of the knock just matched (a
+	// retransmitted SYN); it neither advances nor resets.
+	ReasonKnockRetransmit
+	// ReasonKnockWrong: a packet to a knock port that did not fit any
+	// sequence in progress or start a new one.
+	ReasonKnockWrong
+	// ReasonOpened: the last knock of a sequence; the grant is open.
+	ReasonOpened
+	// ReasonClosed: the last knock of a close sequence; the grant is revoked.
+	ReasonClosed
+	// ReasonNotAllowed: a knock from a source outside the door's allow_from.
+	ReasonNotAllowed
+	// ReasonMalformed: the packet could not be parsed (set by the caller).
+	ReasonMalformed
+	numReasons
+)
+
+var reasonNames = [numReasons]string{
+	ReasonUnprotected:     "unprotected",
+	ReasonGranted:         "granted",
+	ReasonNoGrant:         "no_grant",
+	ReasonKnock:           "knock",
+	ReasonKnockRetransmit: "knock_retransmit",
+	ReasonKnockWrong:      "knock_wrong",
+	ReasonOpened:          "opened",
+	ReasonClosed:          "closed",
+	ReasonNotAllowed:      "not_allowed",
+	ReasonMalformed:       "malformed",
+}
+
+func (r Reason) String() string {
+	if r < numReasons {
+		return reasonNames[r]
+	}
+	return "reason(" + strconv.Itoa(int(r)) + ")"
+}
+
+// Reasons lists every Reason, for metrics that must pre-create their labels.
+func Reasons() []Reason {
+	rs := make([]Reason, numReasons)
+	for i := range rs {
+		rs[i] = Reason(i)
+	}
+	return rs
+}
+
+// NoDoor marks a Decision field that names no door.
+const NoDoor = -1
+
+// Decision is the engine's answer for one packet.
+type Decision struct {
+	Verdict Verdict
+	Reason  Reason
+	// Door is the index of the door the reason concerns, or NoDoor.
+	Door int
+	// Reset is the index of a door whose sequence in progress this packet
+	// broke, or NoDoor. A packet can reset one door and start another.
+	Reset int
+}
+
+// Door is one compiled door: a sequence that opens protected ports.
+type Door struct {
+	Name            string
+	Sequence        []Port
+	SequenceTimeout time.Duration
+	// CloseSequence, when set, revokes the source's grant at once.
+	CloseSequence []Port
+	Open          []Port
+	OpenFor       time.Duration
+	// AllowFrom limits who may knock; empty means anyone.
+	AllowFrom []netip.Prefix
+}
+
+// Policy is what the engine enforces. rules.Load builds it from HCL.
+type Policy struct {
+	Doors []Door
+	// Unprotected is the verdict for ports that no door names.
+	Unprotected Verdict
+	// MaxSources caps the sources with a knock sequence in progress.
+	MaxSources int
+	// MaxGrants caps the live grants (one per source and door).
+	MaxGrants int
+}
+
+// Defaults for the caps, chosen so the tables of a default policy stay
+// around 10 MiB (see tables.go for the per-entry sizes).
+const (
+	DefaultMaxSources = 100_000
+	DefaultMaxGrants  = 10_000
+)
