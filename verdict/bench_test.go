@@ -1,0 +1,97 @@
+package verdict
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// manyDoors builds a policy of n doors with three-knock sequences, so the
+// port tables are as full as a large policy makes them.
+func manyDoors(n, maxSources int) Policy {
+	p := Policy{Unprotected: Accept, MaxSources: maxSources, MaxGrants: maxSources}
+	for i := 0; i < n; i++ {
+		proto := "tcp"
+		if i%2 == 1 {
+			proto = "udp"
+		}
+		base := 10000 + (i/2)*3
+		p.Doors = append(p.Doors, Door{
+			Name:            fmt.Sprintf("door%d", i),
+			Sequence:        ports(fmt.Sprintf("%s/%d", proto, base), fmt.Sprintf("%s/%d", proto, base+1), fmt.Sprintf("%s/%d", proto, base+2)),
+			SequenceTimeout: 10 * time.Second,
+			Open:            ports(fmt.Sprintf("tcp/%d", 1+i%9000)),
+			OpenFor:         time.Hour,
+		})
+	}
+	return p
+}
+
+func srcN(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+}
+
+// BenchmarkDecide measures one decision against policies of 1 to 10,000
+// doors with up to a million sources holding state: a mix of knocks that
+// advance, connects by granted and ungranted sources, and public traffic.
+func BenchmarkDecide(b *testing.B) {
+	for _, doors := range []int{1, 100, 10000} {
+		for _, sources := range []int{1, 1000, 1_000_000} {
+			b.Run(fmt.Sprintf("doors=%d/sources=%d", doors, sources), func(b *testing.B) {
+				p := manyDoors(doors, sources)
+				e, err := NewEngine(p, t0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				// Half the sources hold a grant, half are mid-sequence.
+				for i := 0; i < sources; i++ {
+					d := p.Doors[i%doors]
+					n := len(d.Sequence)
+					if i%2 == 1 {
+						n--
+					}
+					for k := 0; k < n; k++ {
+						e.Decide(Packet{Src: srcN(i), Proto: d.Sequence[k].Proto, DstPort: d.Sequence[k].Num, SrcPort: uint16(k + 1), TCPFlags: FlagSYN}, t0)
+					}
+				}
+				pkts := make([]Packet, 4096)
+				for i := range pkts {
+					s := (i * 7919) % sources
+					d := p.Doors[s%doors]
+					switch i % 4 {
+					case 0: // granted or ungranted connect
+						pkts[i] = Packet{Src: srcN(s), Proto: TCP, DstPort: d.Open[0].Num, SrcPort: 40000, TCPFlags: FlagSYN}
+					case 1: // public service
+						pkts[i] = Packet{Src: srcN(s), Proto: TCP, DstPort: 443, SrcPort: 40000, TCPFlags: FlagSYN}
+					case 2: // retransmit of a knock
+						pkts[i] = Packet{Src: srcN(s), Proto: d.Sequence[0].Proto, DstPort: d.Sequence[0].Num, SrcPort: 1, TCPFlags: FlagSYN}
+					case 3: // established-looking ACK that conntrack picked up
+						pkts[i] = Packet{Src: srcN(s), Proto: TCP, DstPort: 80, SrcPort: 40000, TCPFlags: FlagACK}
+					}
+				}
+				now := t0.Add(time.Second)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					e.Decide(pkts[i&4095], now)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkKnockFlood measures the cost of a flood of first knocks from
+// spoofed sources into a full table, where every packet evicts.
+func BenchmarkKnockFlood(b *testing.B) {
+	p := testPolicy()
+	p.MaxSources = 100_000
+	e, err := NewEngine(p, t0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		e.Decide(Packet{Src: srcN(i), Proto: TCP, DstPort: 7000, SrcPort: 1, TCPFlags: FlagSYN}, t0)
+	}
+}

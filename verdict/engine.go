@@ -1,0 +1,456 @@
+package verdict
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Port classes. A port is at most one of these: rules refuses a policy that
+// uses a port both as a knock and as a protected port.
+const (
+	classNone uint8 = iota
+	classKnock
+	classProtected
+)
+
+// sequence is one knock sequence compiled for lookup: a door's open
+// sequence or its close sequence.
+type sequence struct {
+	door    int
+	close   bool
+	ports   []Port
+	timeout int64 // nanoseconds
+}
+
+// progress is a source's place in one sequence.
+type progress struct {
+	seq     int32
+	step    uint16 // knocks matched so far, at least 1
+	srcPort uint16 // source port of the last matched knock, to spot retransmits
+	start   int64  // when the first knock arrived
+	last    int64  // when the last matched knock arrived
+}
+
+type grant struct {
+	opened int64
+	until  int64
+}
+
+// Engine decides the verdict for each packet and keeps the knock progress
+// and grants of every source. It is safe for concurrent use; the lock is
+// held only for the table lookups of one packet.
+type Engine struct {
+	policy Policy
+	seqs   []sequence
+	// Lookup tables indexed by protocol (0 tcp, 1 udp) and port, so the
+	// per-packet path is array indexing rather than map lookups.
+	class   [2][65536]uint8
+	first   [2][65536]int32 // 1 + index into seqs of the sequence this port starts
+	openers [2][65536]int32 // 1 + index into openLists
+	// openLists holds, per protected port, the doors that open it.
+	openLists  [][]int32
+	openForNs  []int64
+	unprotectV Verdict
+	epoch      time.Time
+
+	mu        sync.Mutex
+	progress  table[progress]
+	grants    table[grant]
+	rng       uint64
+	evictions uint64
+}
+
+func protoIndex(p Proto) int {
+	switch p {
+	case TCP:
+		return 0
+	case UDP:
+		return 1
+	}
+	return -1
+}
+
+// NewEngine compiles p into lookup tables. now anchors the engine's clock:
+// all later times are measured from it, with the monotonic reading when
+// now has one, so a wall-clock step cannot stretch or cut a grant.
+func NewEngine(p Policy, now time.Time) (*Engine, error) {
+	if p.MaxSources <= 0 {
+		p.MaxSources = DefaultMaxSources
+	}
+	if p.MaxGrants <= 0 {
+		p.MaxGrants = DefaultMaxGrants
+	}
+	e := &Engine{
+		policy:     p,
+		unprotectV: p.Unprotected,
+		epoch:      now,
+		rng:        rand.Uint64() | 1,
+	}
+	e.progress = newTable[progress](p.MaxSources, rand.Uint64())
+	e.grants = newTable[grant](p.MaxGrants, rand.Uint64())
+	e.openLists = [][]int32{nil}
+	names := make(map[string]bool, len(p.Doors))
+	for di, d := range p.Doors {
+		if names[d.Name] {
+			return nil, fmt.Errorf("door %q is defined twice", d.Name)
+		}
+		names[d.Name] = true
+		if len(d.Sequence) == 0 || len(d.Open) == 0 {
+			return nil, fmt.Errorf("door %q needs a sequence and ports to open", d.Name)
+		}
+		if d.SequenceTimeout <= 0 || d.OpenFor <= 0 {
+			return nil, fmt.Errorf("door %q needs a positive sequence_timeout and open_for", d.Name)
+		}
+		if len(d.Sequence) > 0xffff || len(d.CloseSequence) > 0xffff {
+			return nil, fmt.Errorf("door %q has a sequence longer than 65535 knocks", d.Name)
+		}
+		e.openForNs = append(e.openForNs, int64(d.OpenFor))
+		for _, s := range []struct {
+			ports []Port
+			close bool
+		}{{d.Sequence, false}, {d.CloseSequence, true}} {
+			if len(s.ports) == 0 {
+				continue
+			}
+			for _, k := range s.ports {
+				pi := protoIndex(k.Proto)
+				if pi < 0 {
+					return nil, fmt.Errorf("door %q: knock %v has an unsupported protocol", d.Name, k)
+				}
+				e.class[pi][k.Num] = classKnock
+			}
+			k0 := s.ports[0]
+			pi := protoIndex(k0.Proto)
+			if prev := e.first[pi][k0.Num]; prev != 0 {
+				return nil, fmt.Errorf("door %q: a sequence of door %q already starts with %v",
+					d.Name, p.Doors[e.seqs[prev-1].door].Name, k0)
+			}
+			e.seqs = append(e.seqs, sequence{
+				door: di, close: s.close, ports: slices.Clone(s.ports), timeout: int64(d.SequenceTimeout),
+			})
+			e.first[pi][k0.Num] = int32(len(e.seqs))
+		}
+	}
+	for di, d := range p.Doors {
+		for _, o := range d.Open {
+			pi := protoIndex(o.Proto)
+			if pi < 0 {
+				return nil, fmt.Errorf("door %q: port %v has an unsupported protocol", d.Name, o)
+			}
+			if e.class[pi][o.Num] == classKnock {
+				return nil, fmt.Errorf("door %q: %v is both a knock and a protected port", d.Name, o)
+			}
+			e.class[pi][o.Num] = classProtected
+			li := e.openers[pi][o.Num]
+			if li == 0 {
+				e.openLists = append(e.openLists, nil)
+				li = int32(len(e.openLists) - 1)
+				e.openers[pi][o.Num] = li
+			}
+			if !slices.Contains(e.openLists[li], int32(di)) {
+				e.openLists[li] = append(e.openLists[li], int32(di))
+			}
+		}
+	}
+	return e, nil
+}
+
+// Policy returns the policy the engine enforces.
+func (e *Engine) Policy() Policy { return e.policy }
+
+func (e *Engine) nanos(now time.Time) int64 { return int64(now.Sub(e.epoch)) }
+
+func (e *Engine) allowed(door int, src netip.Addr) bool {
+	from := e.policy.Doors[door].AllowFrom
+	if len(from) == 0 {
+		return true
+	}
+	for _, p := range from {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
+// isKnock reports whether p can count as a knock. TCP knocks are bare SYNs:
+// a SYN-ACK, stray ACK or RST that conntrack calls NEW (loose pickup) is not
+// something a knock client sends, so it neither advances nor resets.
+func isKnock(p *Packet) bool {
+	if p.Proto == UDP {
+		return true
+	}
+	return p.TCPFlags&(FlagSYN|FlagACK|FlagRST|FlagFIN) == FlagSYN
+}
+
+// Decide returns the verdict for one packet and updates the source's knock
+// progress and grants. It does not allocate.
+func (e *Engine) Decide(p Packet, now time.Time) Decision {
+	d := Decision{Verdict: Drop, Reason: ReasonMalformed, Door: NoDoor, Reset: NoDoor}
+	pi := protoIndex(p.Proto)
+	if pi < 0 || p.DstPort == 0 || !p.Src.IsValid() {
+		return d
+	}
+	t := e.nanos(now)
+	cls := e.class[pi][p.DstPort]
+	src := p.Src.Unmap()
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+
+	tracked := false
+	if isKnock(&p) {
+		tracked = e.track(&d, src, Port{p.Proto, p.DstPort}, p.SrcPort, pi, cls, t)
+	}
+	switch cls {
+	case classKnock:
+		// Knocks are always dropped, silently, so a scanner cannot tell a
+		// knock port from any other filtered port.
+		d.Verdict = Drop
+		if !tracked {
+			d.Reason = ReasonKnockWrong
+		}
+	case classProtected:
+		if door := e.grantFor(src, pi, p.DstPort, t); door >= 0 {
+			d.Verdict, d.Reason, d.Door = Accept, ReasonGranted, door
+		} else {
+			d.Verdict, d.Reason = Drop, ReasonNoGrant
+			d.Door = int(e.openLists[e.openers[pi][p.DstPort]][0])
+		}
+	default:
+		d.Verdict, d.Reason = e.unprotectV, ReasonUnprotected
+	}
+	return d
+}
+
+// track moves the source through its knock sequence. It reports whether the
+// packet counted as a knock (set d.Reason and d.Door); a packet that broke a
+// sequence in progress sets d.Reset.
+func (e *Engine) track(d *Decision, src netip.Addr, port Port, srcPort uint16, pi int, cls uint8, t int64) bool {
+	k := keyOf(src, 0)
+	if i := e.progress.find(k); i >= 0 {
+		pr := &e.progress.slots[i].v
+		s := &e.seqs[pr.seq]
+		switch {
+		case t-pr.start > s.timeout:
+			// Too slow: the sequence is gone, and this packet may start anew.
+			d.Reset = s.door
+			e.progress.deleteAt(i)
+		case s.ports[pr.step] == port:
+			pr.step++
+			pr.srcPort, pr.last = srcPort, t
+			if int(pr.step) == len(s.ports) {
+				e.progress.deleteAt(i)
+				e.complete(d, src, s, t)
+			} else {
+				d.Reason, d.Door = ReasonKnock, s.door
+			}
+			return true
+		case s.ports[pr.step-1] == port && pr.srcPort == srcPort:
+			// The same socket knocking again on the step just matched is a
+			// retransmitted SYN (the first one got no answer, by design).
+			d.Reason, d.Door = ReasonKnockRetransmit, s.door
+			return true
+		default:
+			// Anything else from this source breaks the sequence: this is
+			// what keeps a sequential port scan from walking through an
+			// ascending door, which knockd lets happen.
+			d.Reset = s.door
+			e.progress.deleteAt(i)
+		}
+	}
+	if cls != classKnock {
+		return false
+	}
+	si := e.first[pi][port.Num]
+	if si == 0 {
+		return false
+	}
+	s := &e.seqs[si-1]
+	if !e.allowed(s.door, src) {
+		d.Reason, d.Door = ReasonNotAllowed, s.door
+		return true
+	}
+	if len(s.ports) == 1 {
+		e.complete(d, src, s, t)
+		return true
+	}
+	if e.progress.full() {
+		e.evictProgress(t)
+	}
+	pr := e.progress.insert(k)
+	*pr = progress{seq: si - 1, step: 1, srcPort: srcPort, start: t, last: t}
+	d.Reason, d.Door = ReasonKnock, s.door
+	return true
+}
+
+// complete acts on the last knock of a sequence.
+func (e *Engine) complete(d *Decision, src netip.Addr, s *sequence, t int64) {
+	d.Door = s.door
+	gk := keyOf(src, s.door)
+	if s.close {
+		e.grants.delete(gk)
+		d.Reason = ReasonClosed
+		return
+	}
+	d.Reason = ReasonOpened
+	g := e.grants.get(gk)
+	if g == nil {
+		if e.grants.full() {
+			e.evictGrant(t)
+		}
+		g = e.grants.insert(gk)
+	}
+	*g = grant{opened: t, until: t + e.openForNs[s.door]}
+}
+
+func (e *Engine) grantFor(src netip.Addr, pi int, port uint16, t int64) int {
+	for _, door := range e.openLists[e.openers[pi][port]] {
+		if g := e.grants.get(keyOf(src, int(door))); g != nil && g.until > t {
+			return int(door)
+		}
+	}
+	return NoDoor
+}
+
+func (e *Engine) rand() uint64 {
+	// xorshift64: the eviction sample needs to be unpredictable enough that
+	// a flood cannot steer it, not cryptographic.
+	x := e.rng
+	x ^= x << 13
+	x ^= x >> 7
+	x ^= x << 17
+	e.rng = x
+	return x
+}
+
+// evictSample is how many occupied slots an eviction looks at. At most half
+// the slots are ever in use, so this scans about twice as many slots.
+const evictSample = 8
+
+// evictProgress makes room in a full progress table. From a random sample it
+// evicts the sequence least worth keeping: one already timed out, else the
+// one with the fewest knocks matched, else the oldest. A flood of spoofed
+// first knocks thus pushes out its own kind before a knocker who is further
+// along.
+func (e *Engine) evictProgress(t int64) {
+	tb := &e.progress
+	best, bestStep, bestLast := -1, uint16(0), int64(0)
+	i := e.rand() & tb.mask
+	for seen := 0; seen < evictSample; i = (i + 1) & tb.mask {
+		s := &tb.slots[i]
+		if !s.used {
+			continue
+		}
+		seen++
+		pr := &s.v
+		if t-pr.start > e.seqs[pr.seq].timeout {
+			best = int(i)
+			break
+		}
+		if best < 0 || pr.step < bestStep || (pr.step == bestStep && pr.last < bestLast) {
+			best, bestStep, bestLast = int(i), pr.step, pr.last
+		}
+	}
+	tb.deleteAt(best)
+	e.evictions++
+}
+
+// evictGrant makes room in a full grant table by ending, from a random
+// sample, the grant closest to its expiry.
+func (e *Engine) evictGrant(t int64) {
+	tb := &e.grants
+	best, bestUntil := -1, int64(0)
+	i := e.rand() & tb.mask
+	for seen := 0; seen < evictSample; i = (i + 1) & tb.mask {
+		s := &tb.slots[i]
+		if !s.used {
+			continue
+		}
+		seen++
+		if best < 0 || s.v.until < bestUntil {
+			best, bestUntil = int(i), s.v.until
+		}
+		if s.v.until <= t {
+			break
+		}
+	}
+	tb.deleteAt(best)
+	e.evictions++
+}
+
+// Grant describes a live or just-ended grant.
+type Grant struct {
+	Door   string
+	Source netip.Addr
+	Opened time.Time
+	Until  time.Time
+}
+
+// Sweep drops timed-out knock progress and expired grants, calling expired
+// (which may be nil) for each grant that ended. The daemon calls it from a
+// ticker; correctness never depends on it, since Decide compares against
+// the expiry itself, but memory does.
+func (e *Engine) Sweep(now time.Time, expired func(Grant)) {
+	t := e.nanos(now)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.progress.sweep(func(_ key, pr *progress) bool {
+		return t-pr.start > e.seqs[pr.seq].timeout
+	})
+	e.grants.sweep(func(k key, g *grant) bool {
+		if g.until > t {
+			return false
+		}
+		if expired != nil {
+			expired(e.grantOf(k, g))
+		}
+		return true
+	})
+}
+
+func (e *Engine) grantOf(k key, g *grant) Grant {
+	return Grant{
+		Door:   e.policy.Doors[k.door].Name,
+		Source: k.addr(),
+		Opened: e.epoch.Add(time.Duration(g.opened)),
+		Until:  e.epoch.Add(time.Duration(g.until)),
+	}
+}
+
+// Grants returns the live grants, for status reports.
+func (e *Engine) Grants(now time.Time) []Grant {
+	t := e.nanos(now)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []Grant
+	for i := range e.grants.slots {
+		s := &e.grants.slots[i]
+		if s.used && s.v.until > t {
+			out = append(out, e.grantOf(s.k, &s.v))
+		}
+	}
+	return out
+}
+
+// Stats are the engine's occupancy figures.
+type Stats struct {
+	Sources, MaxSources int // sources with a knock sequence in progress
+	Grants, MaxGrants   int
+	Evictions           uint64
+}
+
+// Stats returns the engine's occupancy figures.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return Stats{
+		Sources: e.progress.n, MaxSources: e.progress.max,
+		Grants: e.grants.n, MaxGrants: e.grants.max,
+		Evictions: e.evictions,
+	}
+}

@@ -1,0 +1,171 @@
+package verdict
+
+import "net/netip"
+
+// key identifies an entry: a source address, and for grants the door.
+// Addresses are stored in their 16-byte form (IPv4 as ::ffff:a.b.c.d) so one
+// table serves both families without allocating.
+type key struct {
+	hi, lo uint64
+	door   uint32
+}
+
+func keyOf(a netip.Addr, door int) key {
+	b := a.As16()
+	return key{
+		hi:   be64(b[0:8]),
+		lo:   be64(b[8:16]),
+		door: uint32(door),
+	}
+}
+
+func be64(b []byte) uint64 {
+	_ = b[7]
+	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+}
+
+func (k key) addr() netip.Addr {
+	var b [16]byte
+	for i := 0; i < 8; i++ {
+		b[i] = byte(k.hi >> (56 - 8*i))
+		b[8+i] = byte(k.lo >> (56 - 8*i))
+	}
+	return netip.AddrFrom16(b).Unmap()
+}
+
+// fmix64 is MurmurHash3's finaliser. Chained over a secret per-engine seed it
+// spreads spoofed addresses evenly, so an attacker who cannot see the seed
+// cannot aim a flood at one probe chain.
+func fmix64(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+func (k key) hash(seed uint64) uint64 {
+	return fmix64(fmix64(fmix64(seed^k.hi)^k.lo) ^ uint64(k.door))
+}
+
+type slot[V any] struct {
+	k    key
+	used bool
+	v    V
+}
+
+// table is an open-addressing hash table with linear probing and
+// backward-shift deletion (no tombstones), allocated once at its final size.
+// Go maps could do the lookups, but they grow and rehash under churn, which
+// would put allocations and latency spikes on the per-packet path exactly
+// when a flood churns the table; this one never allocates after newTable.
+// It holds at most max entries in 2*max (rounded up to a power of two)
+// slots, so probe chains stay short even when full.
+type table[V any] struct {
+	slots []slot[V]
+	mask  uint64
+	n     int
+	max   int
+	seed  uint64
+}
+
+func newTable[V any](max int, seed uint64) table[V] {
+	if max < 1 {
+		max = 1
+	}
+	size := 8
+	for size < 2*max {
+		size <<= 1
+	}
+	return table[V]{slots: make([]slot[V], size), mask: uint64(size - 1), max: max, seed: seed}
+}
+
+func (t *table[V]) full() bool { return t.n >= t.max }
+
+// find returns the slot index holding k, or -1.
+func (t *table[V]) find(k key) int {
+	for i := k.hash(t.seed) & t.mask; ; i = (i + 1) & t.mask {
+		s := &t.slots[i]
+		if !s.used {
+			return -1
+		}
+		if s.k == k {
+			return int(i)
+		}
+	}
+}
+
+func (t *table[V]) get(k key) *V {
+	if i := t.find(k); i >= 0 {
+		return &t.slots[i].v
+	}
+	return nil
+}
+
+// insert adds k, which must be absent, and returns its zeroed value. The
+// caller makes room first when the table is full.
+func (t *table[V]) insert(k key) *V {
+	i := k.hash(t.seed) & t.mask
+	for t.slots[i].used {
+		i = (i + 1) & t.mask
+	}
+	var zero V
+	t.slots[i] = slot[V]{k: k, used: true, v: zero}
+	t.n++
+	return &t.slots[i].v
+}
+
+func (t *table[V]) delete(k key) bool {
+	i := t.find(k)
+	if i < 0 {
+		return false
+	}
+	t.deleteAt(i)
+	return true
+}
+
+// deleteAt empties slot i and shifts later entries of the probe chain back,
+// so lookups never meet a hole in the middle of their chain.
+func (t *table[V]) deleteAt(at int) {
+	i := uint64(at)
+	t.n--
+	for {
+		t.slots[i].used = false
+		j := i
+		for {
+			j = (j + 1) & t.mask
+			if !t.slots[j].used {
+				return
+			}
+			home := t.slots[j].k.hash(t.seed) & t.mask
+			// The entry at j may move to i only if its home is not in the
+			// cyclic range (i, j]; otherwise moving it would put it before
+			// its own home.
+			if i <= j {
+				if i < home && home <= j {
+					continue
+				}
+			} else if i < home || home <= j {
+				continue
+			}
+			t.slots[i] = t.slots[j]
+			i = j
+			break
+		}
+	}
+}
+
+// sweep calls drop for every entry and deletes those it returns true for.
+func (t *table[V]) sweep(drop func(k key, v *V) bool) {
+	for i := 0; i < len(t.slots); {
+		s := &t.slots[i]
+		if s.used && drop(s.k, &s.v) {
+			// deleteAt may shift a later entry into i: look at i again.
+			t.deleteAt(i)
+			continue
+		}
+		i++
+	}
+}
