@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/knockgate/knockgate/verdict"
+)
+
+func cmdKnock(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("knock", "[--door NAME --config FILE] HOST [proto/port ...]",
+		"Send a knock sequence to HOST (an IPv4 or IPv6 address or a name): a bare\n"+
+			"TCP SYN for each tcp/N, one datagram for each udp/N. Ports come from the\n"+
+			"command line, or from a door of a policy file with --door and --config.\n"+
+			"Examples:\n"+
+			"  knockgate knock 198.51.100.1 tcp/7000 udp/8000 tcp/9000\n"+
+			"  knockgate knock --door ssh --config /etc/knockgate/policy.hcl gw.example.net", stderr)
+	door := fs.String("door", "", "door `name` whose sequence to send (needs --config)")
+	config := fs.String("config", "/etc/knockgate/policy.hcl", "policy `file` for --door")
+	closeSeq := fs.Bool("close", false, "send the door's close_sequence instead, revoking the grant")
+	delay := fs.Duration("delay", 50*time.Millisecond, "pause between knocks, so they arrive in order")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() < 1 {
+		fs.Usage()
+		return errUsage
+	}
+	host, rest := fs.Arg(0), fs.Args()[1:]
+
+	var seq []verdict.Port
+	switch {
+	case *door != "" && len(rest) > 0:
+		return fmt.Errorf("give either --door or ports, not both")
+	case *door != "":
+		p, err := loadPolicy(*config, stderr)
+		if err != nil {
+			return err
+		}
+		for _, d := range p.Doors {
+			if d.Name == *door {
+				seq = d.Sequence
+				if *closeSeq {
+					seq = d.CloseSequence
+				}
+			}
+		}
+		if seq == nil {
+			return fmt.Errorf("policy %s has no door %q with that sequence", *config, *door)
+		}
+	case len(rest) == 0:
+		return fmt.Errorf("no ports to knock on: give proto/port arguments or --door")
+	default:
+		for _, a := range rest {
+			p, err := verdict.ParsePort(a)
+			if err != nil {
+				return fmt.Errorf("invalid knock: %w", err)
+			}
+			seq = append(seq, p)
+		}
+	}
+
+	addr, err := resolve(host)
+	if err != nil {
+		return err
+	}
+	for i, k := range seq {
+		if i > 0 && *delay > 0 {
+			time.Sleep(*delay)
+		}
+		if err := knock(addr, k); err != nil {
+			return fmt.Errorf("failed to knock on %v of %s: %w", k, addr, err)
+		}
+	}
+	fmt.Fprintf(stdout, "knocked on %s: %v\n", addr, seq)
+	return nil
+}
+
+func resolve(host string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap(), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("failed to resolve %q: %w", host, err)
+	}
+	if len(addrs) == 0 {
+		return netip.Addr{}, fmt.Errorf("failed to resolve %q: no addresses", host)
+	}
+	return addrs[0].Unmap(), nil
+}
+
+// knock sends one knock. A TCP knock is a single SYN: the socket is
+// non-blocking and closed right after connect starts, so the kernel sends
+// no retransmit and, from SYN_SENT, no RST either.
+func knock(addr netip.Addr, k verdict.Port) error {
+	family := unix.AF_INET6
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(k.Num), Addr: addr.As16()}
+	if addr.Is4() {
+		family = unix.AF_INET
+		sa = &unix.SockaddrInet4{Port: int(k.Num), Addr: addr.As4()}
+	}
+	typ := unix.SOCK_DGRAM
+	if k.Proto == verdict.TCP {
+		typ = unix.SOCK_STREAM
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("failed to open socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if k.Proto == verdict.UDP {
+		// One byte, as Debian's knock client sends: some middleboxes drop
+		// empty datagrams.
+		return unix.Sendto(fd, []byte{0}, 0, sa)
+	}
+	if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		return err
+	}
+	return nil
+}
