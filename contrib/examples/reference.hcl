@@ -1,0 +1,69 @@
+# Every setting knockgate reads, each set to its default. A test parses this
+# file and checks the values still equal the defaults, so it cannot drift
+# from the code.
+#
+# Ports are written proto/number: "tcp/22", "udp/8000". Durations are
+# written as Go writes them: "500ms", "10s", "5m", "1h30m".
+
+# The gate block is optional; leave out any setting to keep its default.
+gate {
+  # The NFQUEUE number the gate reads packets from, 0 to 65535. It must match
+  # the --queue-num of the iptables/nftables rule that queues packets, for
+  # example:
+  #   iptables -A INPUT -p tcp -m conntrack --ctstate NEW -j NFQUEUE --queue-num 0
+  queue = 0
+
+  # The verdict for queued packets to a port that no door names (neither a
+  # knock nor a protected port). "accept" (the default) leaves them to the
+  # rest of the firewall; "drop" closes everything but the doors.
+  unprotected = "accept"
+
+  # The most sources that can have a knock sequence in progress at once. The
+  # table is allocated at start and never grows, so a flood of knocks from
+  # spoofed addresses costs CPU, never memory. At least 1.
+  max_sources = 100000
+
+  # The most live grants (one per source and door) at once, allocated the
+  # same way. At least 1.
+  max_grants = 10000
+}
+
+# A door: a sequence of knocks that opens protected ports for the source
+# that knocked. The label is the door's name; it labels log lines and
+# metrics, so it must be unique.
+door "ssh" {
+  # The knocks, in order. Required, at least one. Knocks are dropped, so a
+  # port scan learns nothing. Two rules the engine needs to be unambiguous:
+  #  - no two sequences in the policy (sequence or close_sequence, in any
+  #    door) may start with the same port, because the engine tells which
+  #    sequence a source has begun by its first knock;
+  #  - no port may be both a knock and a protected port (in any door's open).
+  # A knock may not repeat the one just before it: the engine takes a repeat
+  # for a retransmitted SYN.
+  sequence = ["tcp/7000", "udp/8000", "tcp/9000"]
+
+  # How long a source has from its first knock to its last. Above zero.
+  sequence_timeout = "10s"
+
+  # The protected ports this door opens, dropped for anyone without a grant.
+  # Required, at least one, each listed once. Two doors may open the same
+  # port (say, with different allow_from).
+  open = ["tcp/22"]
+
+  # How long a grant lasts from the last knock. Above zero. With the usual
+  # rule that queues only conntrack state NEW, only new connections need a
+  # live grant: an accepted connection's later packets are never queued.
+  open_for = "30s"
+
+  # A sequence that revokes the source's grant at once, instead of waiting
+  # for open_for to run out. Optional; by default there is none. It must not
+  # be the door's own sequence and, like any sequence, must start with a
+  # port no other sequence starts with.
+  # close_sequence = ["tcp/9100", "tcp/9200"]
+
+  # The networks whose sources may knock; a knock from anywhere else is
+  # dropped and does not advance any sequence. Optional; by default anyone
+  # may knock. An empty list is refused rather than read as "anyone". Host
+  # bits are masked off, so "198.51.100.7/24" means 198.51.100.0/24.
+  # allow_from = ["198.51.100.0/24", "2001:db8::/32"]
+}

@@ -1,0 +1,16 @@
+// Package rules owns the policy language: it reads an HCL policy file,
+// checks it, and compiles it into the verdict.Policy the engine enforces,
+// plus the one setting only the gate needs, the NFQUEUE number.
+//
+// Loading is in two stages. gohcl decodes the file into raw structs that
+// still hold each attribute's expression, so that a bad port can be pointed
+// at as the list element it is rather than as the whole list; then the raw
+// structs are checked and compiled into a Policy.
+//
+// Everything the engine cannot enforce without guessing is refused here,
+// once, at load time: a knock port that is also a protected port, two
+// sequences that start with the same knock (the engine finds the sequence
+// to track by its first knock), a close sequence that is the opening one.
+// Every problem is reported, each with its file:line:col, not just the
+// first, so one edit can fix them all.
+package rules

@@ -1,0 +1,129 @@
+package rules
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+
+	"github.com/knockgate/knockgate/verdict"
+)
+
+// Policy is a checked policy: what the engine enforces and where the gate
+// listens.
+type Policy struct {
+	verdict.Policy
+	// Queue is the NFQUEUE number the gate binds, the one the firewall's
+	// NFQUEUE rule names with --queue-num.
+	Queue uint16
+	// File is the path the policy was loaded from, or the name given to
+	// Parse.
+	File string
+}
+
+// Defaults for what a policy leaves out.
+const (
+	DefaultQueue           = 0
+	DefaultUnprotected     = verdict.Accept
+	DefaultSequenceTimeout = 10 * time.Second
+	DefaultOpenFor         = 30 * time.Second
+)
+
+// Load reads and checks the policy file at path. A file that cannot be read
+// gives a plain error; a file that can be read but is not a valid policy
+// gives an *Error.
+func Load(path string) (*Policy, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read policy %s: %w", path, err)
+	}
+	return Parse(src, path)
+}
+
+// Parse checks policy source. filename names the source in diagnostics and
+// becomes Policy.File. An invalid policy gives an *Error that lists every
+// problem found.
+func Parse(src []byte, filename string) (*Policy, error) {
+	parser := hclparse.NewParser()
+	file, diags := parser.ParseHCL(src, filename)
+	if diags.HasErrors() {
+		return nil, newError(diags, parser.Files())
+	}
+	c := compiler{src: src}
+	p := c.compile(file.Body)
+	diags = append(diags, c.diags...)
+	if diags.HasErrors() {
+		return nil, newError(diags, parser.Files())
+	}
+	p.File = filename
+	return p, nil
+}
+
+// Error is an invalid policy. Diags holds every problem found, in source
+// order.
+type Error struct {
+	Diags hcl.Diagnostics
+	// files lets WriteText quote the offending source lines.
+	files map[string]*hcl.File
+}
+
+func newError(diags hcl.Diagnostics, files map[string]*hcl.File) *Error {
+	// Diagnostics come from several passes (syntax, per door, across doors),
+	// and gohcl walks attributes in map order; sorting by position makes the
+	// output read top to bottom and stay the same from run to run.
+	diags = slices.Clone(diags)
+	slices.SortStableFunc(diags, func(a, b *hcl.Diagnostic) int {
+		switch {
+		case a.Subject == nil && b.Subject == nil:
+			return 0
+		case a.Subject == nil:
+			return -1
+		case b.Subject == nil:
+			return 1
+		}
+		return cmp.Or(
+			cmp.Compare(a.Subject.Filename, b.Subject.Filename),
+			cmp.Compare(a.Subject.Start.Byte, b.Subject.Start.Byte),
+		)
+	})
+	return &Error{Diags: diags, files: files}
+}
+
+// Error gives one "file:line:col: summary; detail" line per diagnostic.
+func (e *Error) Error() string {
+	var b strings.Builder
+	for i, d := range e.Diags {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		if d.Subject != nil {
+			b.WriteString(pos(*d.Subject))
+			b.WriteString(": ")
+		}
+		b.WriteString(d.Summary)
+		if d.Detail != "" {
+			b.WriteString("; ")
+			b.WriteString(d.Detail)
+		}
+	}
+	return b.String()
+}
+
+// WriteText writes the diagnostics as hclfmt does, each with the source
+// lines it concerns. width wraps the detail text (0 for no wrapping); color
+// adds terminal escapes.
+func (e *Error) WriteText(w io.Writer, width uint, color bool) error {
+	return hcl.NewDiagnosticTextWriter(w, e.files, width, color).WriteDiagnostics(e.Diags)
+}
+
+// pos formats the start of r as file:line:col, the form editors and
+// terminals turn into a link (hcl.Range.String gives file:line,col-col).
+func pos(r hcl.Range) string {
+	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
+}
