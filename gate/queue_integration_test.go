@@ -1,0 +1,448 @@
+//go:build integration
+
+package gate
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/knockgate/knockgate/verdict"
+)
+
+// These tests need root and the kernel's nfnetlink_queue. Each builds two
+// network namespaces joined by a veth pair and sends traffic only between
+// them:
+//
+//	client  198.51.100.1/24  2001:db8:1::1/64  (veth c0)
+//	server  198.51.100.2/24  2001:db8:1::2/64  (veth s0, NFQUEUE rules, the Queue)
+//
+// Run with: go test -tags integration -run Queue -v ./gate/
+
+const testQueueNum = 7
+
+var (
+	cliAddr4 = netip.MustParseAddr("198.51.100.1")
+	srvAddr4 = netip.MustParseAddr("198.51.100.2")
+	cliAddr6 = netip.MustParseAddr("2001:db8:1::1")
+	srvAddr6 = netip.MustParseAddr("2001:db8:1::2")
+)
+
+// recordingDecider accepts packets to port 8080, drops the rest and keeps
+// what it saw. It runs on the queue's receive goroutine.
+type recordingDecider struct {
+	mu   sync.Mutex
+	seen []verdict.Packet
+}
+
+func (d *recordingDecider) Decide(p verdict.Packet, _ time.Time) verdict.Decision {
+	p.Payload = append([]byte(nil), p.Payload...) // it aliases the receive buffer
+	d.mu.Lock()
+	d.seen = append(d.seen, p)
+	d.mu.Unlock()
+	if p.DstPort == 8080 {
+		return verdict.Decision{Verdict: verdict.Accept, Reason: verdict.ReasonGranted, Door: verdict.NoDoor, Reset: verdict.NoDoor}
+	}
+	return verdict.Decision{Verdict: verdict.Drop, Reason: verdict.ReasonNoGrant, Door: verdict.NoDoor, Reset: verdict.NoDoor}
+}
+
+// find returns the first packet seen that matches.
+func (d *recordingDecider) find(proto verdict.Proto, src, dst netip.Addr, port uint16) (verdict.Packet, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range d.seen {
+		if p.Proto == proto && p.Src == src && p.Dst == dst && p.DstPort == port {
+			return p, true
+		}
+	}
+	return verdict.Packet{}, false
+}
+
+func TestQueueInNamespace(t *testing.T) {
+	srv, cli := gateNamespaces(t)
+
+	// Listeners on both ports, so that a failed connection to 8081 is the
+	// gate's doing and not a reset from a closed port.
+	var udp4, udp6 *net.UDPConn
+	inNamespace(t, srv, func() {
+		for _, addr := range []netip.Addr{srvAddr4, srvAddr6} {
+			for _, port := range []uint16{8080, 8081} {
+				ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(addr, port)))
+				if err != nil {
+					t.Errorf("listen: %v", err)
+					return
+				}
+				t.Cleanup(func() { ln.Close() })
+				go func() {
+					for {
+						c, err := ln.Accept()
+						if err != nil {
+							return
+						}
+						c.Close()
+					}
+				}()
+			}
+		}
+		var err error
+		if udp4, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(srvAddr4, 8080))); err != nil {
+			t.Errorf("listen: %v", err)
+			return
+		}
+		t.Cleanup(func() { udp4.Close() })
+		if udp6, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(srvAddr6, 8080))); err != nil {
+			t.Errorf("listen: %v", err)
+			return
+		}
+		t.Cleanup(func() { udp6.Close() })
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	dec := &recordingDecider{}
+	q, runErr, stop := startQueue(t, srv, Config{}, dec)
+
+	for _, fam := range []struct {
+		name     string
+		cli, srv netip.Addr
+		udp      *net.UDPConn
+	}{
+		{"ipv4", cliAddr4, srvAddr4, udp4},
+		{"ipv6", cliAddr6, srvAddr6, udp6},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			if err := ncZ(cli, fam.srv, 8080); err != nil {
+				t.Errorf("connect to %v port 8080 (accepted): %v", fam.srv, err)
+			}
+			start := time.Now()
+			if err := ncZ(cli, fam.srv, 8081); err == nil {
+				t.Errorf("connect to %v port 8081 (dropped) succeeded", fam.srv)
+			} else if d := time.Since(start); d < 800*time.Millisecond {
+				t.Errorf("connect to %v port 8081 failed after %v, too soon for a dropped SYN: %v", fam.srv, d, err)
+			}
+			for _, port := range []uint16{8080, 8081} {
+				p, ok := dec.find(verdict.TCP, fam.cli, fam.srv, port)
+				if !ok {
+					t.Errorf("decider never saw tcp %v -> %v port %d", fam.cli, fam.srv, port)
+					continue
+				}
+				if p.TCPFlags&(verdict.FlagSYN|verdict.FlagACK) != verdict.FlagSYN || p.SrcPort == 0 || len(p.Payload) != 0 {
+					t.Errorf("decider saw %+v, want a bare SYN", p)
+				}
+			}
+
+			// A datagram to 8080 reaches the listener, and the decider
+			// saw its payload.
+			msg := "knock-" + fam.name
+			inNamespace(t, cli, func() {
+				c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(fam.srv, 8080)))
+				if err != nil {
+					t.Errorf("dial udp: %v", err)
+					return
+				}
+				defer c.Close()
+				if _, err := c.Write([]byte(msg)); err != nil {
+					t.Errorf("send udp: %v", err)
+				}
+			})
+			buf := make([]byte, 64)
+			fam.udp.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, from, err := fam.udp.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Errorf("udp datagram to 8080 not delivered: %v", err)
+			} else if string(buf[:n]) != msg || from.Addr() != fam.cli {
+				t.Errorf("got %q from %v, want %q from %v", buf[:n], from, msg, fam.cli)
+			}
+			if p, ok := dec.find(verdict.UDP, fam.cli, fam.srv, 8080); !ok || string(p.Payload) != msg {
+				t.Errorf("decider saw udp %+v (found %v), want payload %q", p, ok, msg)
+			}
+		})
+	}
+
+	st := q.Stats()
+	t.Logf("stats: %+v", st)
+	if st.Packets < 6 || st.Accepted < 4 || st.Dropped < 2 || st.Malformed != 0 || st.VerdictErrors != 0 {
+		t.Errorf("stats %+v: want at least 6 packets, 4 accepted, 2 dropped, no malformed or verdict errors", st)
+	}
+
+	// Stopping unbinds the queue; with nobody bound, the kernel drops what
+	// the rule sends to it (no --queue-bypass): the gate fails closed.
+	stop()
+	select {
+	case err := <-runErr:
+		if err != nil {
+			t.Errorf("Run after cancel: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s of cancel")
+	}
+	if out := strings.TrimSpace(mustRun(t, "ip", "netns", "exec", srv, "cat", "/proc/net/netfilter/nfnetlink_queue")); out != "" {
+		t.Errorf("queue still bound after Run returned:\n%s", out)
+	}
+	if err := ncZ(cli, srvAddr4, 8080); err == nil {
+		t.Error("port 8080 reachable with the queue unbound; want the kernel to drop")
+	}
+	if err := q.Close(); err != nil {
+		t.Errorf("Close after Run: %v", err)
+	}
+}
+
+// stallingDecider drops everything, but holds the first packet until
+// released, so the kernel's messages pile up in the socket.
+type stallingDecider struct {
+	release chan struct{}
+	once    sync.Once
+	stalled chan struct{}
+}
+
+func (d *stallingDecider) Decide(verdict.Packet, time.Time) verdict.Decision {
+	d.once.Do(func() {
+		close(d.stalled)
+		<-d.release
+	})
+	return verdict.Decision{Verdict: verdict.Drop, Reason: verdict.ReasonNoGrant, Door: verdict.NoDoor, Reset: verdict.NoDoor}
+}
+
+// TestQueueENOBUFS stalls the receive goroutine while a burst fills a
+// small receive buffer, and checks that the kernel's ENOBUFS is counted and
+// that reading goes on afterwards.
+func TestQueueENOBUFS(t *testing.T) {
+	st := stalledBurst(t, Config{ReadBuffer: 64 << 10}, 3000)
+	if st.ENOBUFS == 0 {
+		t.Errorf("no ENOBUFS counted after a burst into a stalled queue with a small buffer: %+v", st)
+	}
+	if st.ReadErrors != 0 {
+		t.Errorf("read errors besides ENOBUFS: %+v", st)
+	}
+}
+
+// TestQueueDefaultReadBuffer checks that the default receive buffer holds
+// the backlog a stalled queue builds, short of MaxQueueLen.
+func TestQueueDefaultReadBuffer(t *testing.T) {
+	const burst = 3000
+	st := stalledBurst(t, Config{}, burst)
+	if st.ENOBUFS != 0 || st.Packets < burst {
+		t.Errorf("a burst of %d overflowed the default buffer: %+v", burst, st)
+	}
+}
+
+// stalledBurst holds the decider on the first datagram, sends burst more
+// to the server, then releases it, waits until the queue has read all it
+// will, checks that reading goes on, and returns the stats.
+func stalledBurst(t *testing.T, cfg Config, burst int) Stats {
+	t.Helper()
+	srv, cli := gateNamespaces(t)
+	dec := &stallingDecider{release: make(chan struct{}), stalled: make(chan struct{})}
+	q, _, _ := startQueue(t, srv, cfg, dec)
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(dec.release)
+		}
+	})
+
+	// Every datagram is NEW to conntrack, even with the same addresses and
+	// ports: the entry of the first is unconfirmed while it sits in the
+	// queue, so each one is queued.
+	send := func(n int) {
+		inNamespace(t, cli, func() {
+			c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(srvAddr4, 9000)))
+			if err != nil {
+				t.Errorf("dial udp: %v", err)
+				return
+			}
+			defer c.Close()
+			for range n {
+				c.Write([]byte("flood"))
+			}
+		})
+	}
+	send(1)
+	select {
+	case <-dec.stalled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("first datagram never reached the decider")
+	}
+	send(burst)
+	close(dec.release)
+	released = true
+
+	// Wait for the counters to settle: the backlog read, and the ENOBUFS
+	// (if any) reported by the receive after it.
+	deadline := time.Now().Add(10 * time.Second)
+	st := q.Stats()
+	for time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		next := q.Stats()
+		if next == st && (next.ENOBUFS > 0 || next.Packets > uint64(burst)) {
+			break
+		}
+		st = next
+	}
+	t.Logf("after a burst of %d: %+v", burst, st)
+	t.Logf("kernel's view (queue, portid, waiting, copy mode, range, queue_dropped, user_dropped, last id, 1): %s",
+		strings.TrimSpace(mustRun(t, "ip", "netns", "exec", srv, "cat", "/proc/net/netfilter/nfnetlink_queue")))
+
+	send(1)
+	for q.Stats().Packets == st.Packets && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if after := q.Stats(); after.Packets == st.Packets {
+		t.Errorf("no packet read after the burst: %+v", after)
+	}
+	return st
+}
+
+// startQueue opens and runs a Queue in namespace ns until the test ends or
+// stop is called; Run's result arrives on the channel.
+func startQueue(t *testing.T, ns string, cfg Config, d Decider) (*Queue, <-chan error, context.CancelFunc) {
+	t.Helper()
+	nsFile, err := os.Open("/var/run/netns/" + ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nsFile.Close() })
+
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Queue, cfg.NetNS, cfg.Logger = testQueueNum, int(nsFile.Fd()), log
+	q, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		err := q.Run(ctx, d)
+		close(done)
+		runErr <- err
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		q.Close()
+	})
+	select {
+	case <-q.Ready():
+	case <-done:
+		t.Fatalf("Run: %v", <-runErr)
+	case <-time.After(5 * time.Second):
+		t.Fatal("queue not ready after 5s")
+	}
+	return q, runErr, cancel
+}
+
+// gateNamespaces skips the test unless it can run, then builds the
+// namespaces and installs the NFQUEUE rules in the server's.
+func gateNamespaces(t *testing.T) (srv, cli string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and binds an NFQUEUE")
+	}
+	for _, tool := range []string{"ip", "iptables", "ip6tables", "nc"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s: %v", tool, err)
+		}
+	}
+	srv, cli = makeNamespaces(t)
+	for _, ipt := range []string{"iptables", "ip6tables"} {
+		for _, proto := range []string{"tcp", "udp"} {
+			mustRun(t, "ip", "netns", "exec", srv, ipt, "-t", "mangle", "-A", "PREROUTING",
+				"-m", "conntrack", "--ctstate", "NEW", "-p", proto,
+				"-j", "NFQUEUE", "--queue-num", fmt.Sprint(testQueueNum))
+		}
+	}
+	return srv, cli
+}
+
+// makeNamespaces creates the server and client namespaces, joined by a veth
+// pair, and removes them when the test ends.
+func makeNamespaces(t *testing.T) (srv, cli string) {
+	t.Helper()
+	base := fmt.Sprintf("kg-gate-test-%d", os.Getpid())
+	srv, cli = base+"-srv", base+"-cli"
+	for _, ns := range []string{srv, cli} {
+		mustRun(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() {
+			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+				t.Errorf("ip netns del %s: %v: %s", ns, err, out)
+			}
+		})
+	}
+	// The pair is made inside the server namespace, its peer moved to the
+	// client's at once, so no interface ever appears in the host's.
+	mustRun(t, "ip", "-n", srv, "link", "add", "s0", "type", "veth", "peer", "name", "c0", "netns", cli)
+	for _, side := range []struct {
+		ns, dev  string
+		ip4, ip6 netip.Addr
+	}{
+		{srv, "s0", srvAddr4, srvAddr6},
+		{cli, "c0", cliAddr4, cliAddr6},
+	} {
+		mustRun(t, "ip", "-n", side.ns, "addr", "add", side.ip4.String()+"/24", "dev", side.dev)
+		// nodad: the address is usable at once instead of after duplicate
+		// address detection (RFC 4862 §5.4).
+		mustRun(t, "ip", "-n", side.ns, "addr", "add", side.ip6.String()+"/64", "dev", side.dev, "nodad")
+		mustRun(t, "ip", "-n", side.ns, "link", "set", side.dev, "up")
+		mustRun(t, "ip", "-n", side.ns, "link", "set", "lo", "up")
+	}
+	return srv, cli
+}
+
+// ncZ tries a TCP connection from the namespace with a one second timeout.
+func ncZ(ns string, addr netip.Addr, port uint16) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "nc", "-z", "-w", "1", addr.String(), fmt.Sprint(port)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// inNamespace runs fn on an OS thread that has entered the named network
+// namespace. Sockets fn creates stay in that namespace for their lifetime.
+func inNamespace(t *testing.T, ns string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// The thread is never unlocked: when this goroutine ends the
+		// runtime terminates it rather than reuse a thread in the wrong
+		// namespace.
+		runtime.LockOSThread()
+		f, err := os.Open("/var/run/netns/" + ns)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			t.Errorf("setns %s: %v", ns, err)
+			return
+		}
+		fn()
+	}()
+	<-done
+}
+
+func mustRun(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
