@@ -40,10 +40,10 @@ type grant struct {
 	until  int64
 }
 
-// Engine decides the verdict for each packet and keeps the knock progress
-// and grants of every source. It is safe for concurrent use; the lock is
-// held only for the table lookups of one packet.
-type Engine struct {
+// compiled is a policy turned into lookup tables. It is immutable once
+// built, so a reload compiles the new one outside the engine's lock and
+// swaps it in.
+type compiled struct {
 	policy Policy
 	seqs   []sequence
 	// Lookup tables indexed by protocol (0 tcp, 1 udp) and port, so the
@@ -52,12 +52,19 @@ type Engine struct {
 	first   [2][65536]int32 // 1 + index into seqs of the sequence this port starts
 	openers [2][65536]int32 // 1 + index into openLists
 	// openLists holds, per protected port, the doors that open it.
-	openLists  [][]int32
-	openForNs  []int64
-	unprotectV Verdict
-	epoch      time.Time
+	openLists [][]int32
+	openForNs []int64
+	doorIndex map[string]int
+}
+
+// Engine decides the verdict for each packet and keeps the knock progress
+// and grants of every source. It is safe for concurrent use; the lock is
+// held only for the table lookups of one packet.
+type Engine struct {
+	epoch time.Time
 
 	mu        sync.Mutex
+	c         *compiled
 	progress  table[progress]
 	grants    table[grant]
 	rng       uint64
@@ -78,27 +85,29 @@ func protoIndex(p Proto) int {
 // all later times are measured from it, with the monotonic reading when
 // now has one, so a wall-clock step cannot stretch or cut a grant.
 func NewEngine(p Policy, now time.Time) (*Engine, error) {
+	c, err := compile(p)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{c: c, epoch: now, rng: rand.Uint64() | 1}
+	e.progress = newTable[progress](c.policy.MaxSources, rand.Uint64())
+	e.grants = newTable[grant](c.policy.MaxGrants, rand.Uint64())
+	return e, nil
+}
+
+func compile(p Policy) (*compiled, error) {
 	if p.MaxSources <= 0 {
 		p.MaxSources = DefaultMaxSources
 	}
 	if p.MaxGrants <= 0 {
 		p.MaxGrants = DefaultMaxGrants
 	}
-	e := &Engine{
-		policy:     p,
-		unprotectV: p.Unprotected,
-		epoch:      now,
-		rng:        rand.Uint64() | 1,
-	}
-	e.progress = newTable[progress](p.MaxSources, rand.Uint64())
-	e.grants = newTable[grant](p.MaxGrants, rand.Uint64())
-	e.openLists = [][]int32{nil}
-	names := make(map[string]bool, len(p.Doors))
+	e := &compiled{policy: p, openLists: [][]int32{nil}, doorIndex: make(map[string]int, len(p.Doors))}
 	for di, d := range p.Doors {
-		if names[d.Name] {
+		if _, dup := e.doorIndex[d.Name]; dup {
 			return nil, fmt.Errorf("door %q is defined twice", d.Name)
 		}
-		names[d.Name] = true
+		e.doorIndex[d.Name] = di
 		if len(d.Sequence) == 0 || len(d.Open) == 0 {
 			return nil, fmt.Errorf("door %q needs a sequence and ports to open", d.Name)
 		}
@@ -160,12 +169,16 @@ func NewEngine(p Policy, now time.Time) (*Engine, error) {
 }
 
 // Policy returns the policy the engine enforces.
-func (e *Engine) Policy() Policy { return e.policy }
+func (e *Engine) Policy() Policy {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.c.policy
+}
 
 func (e *Engine) nanos(now time.Time) int64 { return int64(now.Sub(e.epoch)) }
 
-func (e *Engine) allowed(door int, src netip.Addr) bool {
-	from := e.policy.Doors[door].AllowFrom
+func (c *compiled) allowed(door int, src netip.Addr) bool {
+	from := c.policy.Doors[door].AllowFrom
 	if len(from) == 0 {
 		return true
 	}
@@ -196,11 +209,12 @@ func (e *Engine) Decide(p Packet, now time.Time) Decision {
 		return d
 	}
 	t := e.nanos(now)
-	cls := e.class[pi][p.DstPort]
 	src := p.Src.Unmap()
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	c := e.c
+	cls := c.class[pi][p.DstPort]
 
 	tracked := false
 	if isKnock(&p) {
@@ -219,10 +233,10 @@ func (e *Engine) Decide(p Packet, now time.Time) Decision {
 			d.Verdict, d.Reason, d.Door = Accept, ReasonGranted, door
 		} else {
 			d.Verdict, d.Reason = Drop, ReasonNoGrant
-			d.Door = int(e.openLists[e.openers[pi][p.DstPort]][0])
+			d.Door = int(c.openLists[c.openers[pi][p.DstPort]][0])
 		}
 	default:
-		d.Verdict, d.Reason = e.unprotectV, ReasonUnprotected
+		d.Verdict, d.Reason = c.policy.Unprotected, ReasonUnprotected
 	}
 	return d
 }
@@ -231,10 +245,11 @@ func (e *Engine) Decide(p Packet, now time.Time) Decision {
 // packet counted as a knock (set d.Reason and d.Door); a packet that broke a
 // sequence in progress sets d.Reset.
 func (e *Engine) track(d *Decision, src netip.Addr, port Port, srcPort uint16, pi int, cls uint8, t int64) bool {
+	c := e.c
 	k := keyOf(src, 0)
 	if i := e.progress.find(k); i >= 0 {
 		pr := &e.progress.slots[i].v
-		s := &e.seqs[pr.seq]
+		s := &c.seqs[pr.seq]
 		switch {
 		case t-pr.start > s.timeout:
 			// Too slow: the sequence is gone, and this packet may start anew.
@@ -266,12 +281,12 @@ func (e *Engine) track(d *Decision, src netip.Addr, port Port, srcPort uint16, p
 	if cls != classKnock {
 		return false
 	}
-	si := e.first[pi][port.Num]
+	si := c.first[pi][port.Num]
 	if si == 0 {
 		return false
 	}
-	s := &e.seqs[si-1]
-	if !e.allowed(s.door, src) {
+	s := &c.seqs[si-1]
+	if !c.allowed(s.door, src) {
 		d.Reason, d.Door = ReasonNotAllowed, s.door
 		return true
 	}
@@ -305,11 +320,12 @@ func (e *Engine) complete(d *Decision, src netip.Addr, s *sequence, t int64) {
 		}
 		g = e.grants.insert(gk)
 	}
-	*g = grant{opened: t, until: t + e.openForNs[s.door]}
+	*g = grant{opened: t, until: t + e.c.openForNs[s.door]}
 }
 
 func (e *Engine) grantFor(src netip.Addr, pi int, port uint16, t int64) int {
-	for _, door := range e.openLists[e.openers[pi][port]] {
+	c := e.c
+	for _, door := range c.openLists[c.openers[pi][port]] {
 		if g := e.grants.get(keyOf(src, int(door))); g != nil && g.until > t {
 			return int(door)
 		}
@@ -348,7 +364,7 @@ func (e *Engine) evictProgress(t int64) {
 		}
 		seen++
 		pr := &s.v
-		if t-pr.start > e.seqs[pr.seq].timeout {
+		if t-pr.start > e.c.seqs[pr.seq].timeout {
 			best = int(i)
 			break
 		}
@@ -400,7 +416,7 @@ func (e *Engine) Sweep(now time.Time, expired func(Grant)) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.progress.sweep(func(_ key, pr *progress) bool {
-		return t-pr.start > e.seqs[pr.seq].timeout
+		return t-pr.start > e.c.seqs[pr.seq].timeout
 	})
 	e.grants.sweep(func(k key, g *grant) bool {
 		if g.until > t {
@@ -415,7 +431,7 @@ func (e *Engine) Sweep(now time.Time, expired func(Grant)) {
 
 func (e *Engine) grantOf(k key, g *grant) Grant {
 	return Grant{
-		Door:   e.policy.Doors[k.door].Name,
+		Door:   e.c.policy.Doors[k.door].Name,
 		Source: k.addr(),
 		Opened: e.epoch.Add(time.Duration(g.opened)),
 		Until:  e.epoch.Add(time.Duration(g.until)),

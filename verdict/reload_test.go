@@ -1,0 +1,153 @@
+package verdict
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func TestReloadKeepsStateOfSurvivingDoors(t *testing.T) {
+	e, err := NewEngine(testPolicy(), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range knockSSH(alice, 0, 1000) {
+		e.Decide(s.p, t0.Add(s.at))
+	}
+	e.Decide(pkt(alice, "udp/5000", 1), t0) // web grant
+	ks := knockSSH(bob, 0, 2000)
+	e.Decide(ks[0].p, t0) // bob mid-sequence on ssh
+	e.Decide(ks[1].p, t0)
+
+	// The new policy drops "web", keeps "ssh" unchanged, and grows a door.
+	p := testPolicy()
+	p.Doors = []Door{p.Doors[0], {
+		Name: "new", Sequence: ports("tcp/6000"), SequenceTimeout: time.Second,
+		Open: ports("tcp/6001"), OpenFor: time.Second,
+	}}
+	ended, err := e.Reload(p, t0.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ended) != 1 || ended[0].Door != "web" || ended[0].Source != alice {
+		t.Fatalf("ended = %+v, want alice's web grant", ended)
+	}
+	now := t0.Add(2 * time.Second)
+	if d := e.Decide(pkt(alice, "tcp/22", 9), now); d.Verdict != Accept {
+		t.Fatalf("ssh grant lost on reload: %v", d.Reason)
+	}
+	if d := e.Decide(pkt(alice, "tcp/8443", 9), now); d.Verdict != Accept || d.Reason != ReasonUnprotected {
+		t.Fatalf("tcp/8443 after web was removed: %v/%v, want accept/unprotected", d.Verdict, d.Reason)
+	}
+	if d := e.Decide(ks[2].p, now); d.Reason != ReasonOpened {
+		t.Fatalf("bob's knock in progress lost on reload: %v", d.Reason)
+	}
+	if d := e.Decide(pkt(alice, "tcp/6000", 9), now); d.Reason != ReasonOpened {
+		t.Fatalf("new door: %v", d.Reason)
+	}
+}
+
+func TestReloadDropsProgressOfChangedSequence(t *testing.T) {
+	e, _ := NewEngine(testPolicy(), t0)
+	ks := knockSSH(bob, 0, 2000)
+	e.Decide(ks[0].p, t0)
+	p := testPolicy()
+	p.Doors[0].Sequence = ports("tcp/7000", "udp/8001", "tcp/9000")
+	if _, err := e.Reload(p, t0); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.Sources != 0 {
+		t.Fatalf("progress of a changed sequence kept: %+v", st)
+	}
+}
+
+func TestReloadRefusesInvalidPolicyAndKeepsOld(t *testing.T) {
+	e, _ := NewEngine(testPolicy(), t0)
+	for _, s := range knockSSH(alice, 0, 1000) {
+		e.Decide(s.p, t0.Add(s.at))
+	}
+	bad := testPolicy()
+	bad.Doors[1].Open = ports("udp/8000")
+	if _, err := e.Reload(bad, t0); err == nil {
+		t.Fatal("Reload accepted an invalid policy")
+	}
+	if d := e.Decide(pkt(alice, "tcp/22", 9), t0.Add(time.Second)); d.Verdict != Accept {
+		t.Fatalf("grant lost by a refused reload: %v", d.Reason)
+	}
+	if got := e.Policy().Doors[1].Open; got[0] != mustPort("tcp/8443") {
+		t.Fatalf("policy changed by a refused reload: %v", got)
+	}
+}
+
+func TestReloadChangesCaps(t *testing.T) {
+	e, _ := NewEngine(testPolicy(), t0)
+	for i := 0; i < 50; i++ {
+		e.Decide(pkt(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), "udp/5000", 1), t0)
+	}
+	p := testPolicy()
+	p.MaxGrants = 10
+	ended, err := e.Reload(p, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.Grants != 10 || st.MaxGrants != 10 || len(ended) != 40 {
+		t.Fatalf("after shrinking max_grants: %+v, %d ended", st, len(ended))
+	}
+}
+
+func TestRevoke(t *testing.T) {
+	e, _ := NewEngine(testPolicy(), t0)
+	for _, s := range knockSSH(alice, 0, 1000) {
+		e.Decide(s.p, t0.Add(s.at))
+	}
+	if live, err := e.Revoke("ssh", alice, t0.Add(time.Second)); err != nil || !live {
+		t.Fatalf("Revoke = %v, %v", live, err)
+	}
+	if d := e.Decide(pkt(alice, "tcp/22", 9), t0.Add(time.Second)); d.Verdict != Drop {
+		t.Fatal("grant survived Revoke")
+	}
+	if live, err := e.Revoke("ssh", alice, t0); err != nil || live {
+		t.Fatalf("second Revoke = %v, %v", live, err)
+	}
+	if _, err := e.Revoke("nope", alice, t0); err == nil {
+		t.Fatal("Revoke of an unknown door succeeded")
+	}
+}
+
+// Grants saved by one engine and restored into another (a restart) keep
+// their expiry, by the wall clock.
+func TestRestoreAcrossRestart(t *testing.T) {
+	e1, _ := NewEngine(testPolicy(), t0)
+	for _, s := range knockSSH(alice, 0, 1000) {
+		e1.Decide(s.p, t0.Add(s.at))
+	}
+	e1.Decide(pkt(carol, "udp/5000", 1), t0)
+	saved := e1.Grants(t0.Add(10 * time.Second))
+	saved = append(saved, Grant{Door: "gone", Source: bob, Until: t0.Add(time.Hour)},
+		Grant{Door: "ssh", Source: bob, Until: t0.Add(5 * time.Second)}) // over by restart
+
+	restart := t0.Add(10 * time.Second)
+	e2, _ := NewEngine(testPolicy(), restart)
+	restored, skipped := e2.Restore(saved, restart)
+	if restored != 2 || skipped != 2 {
+		t.Fatalf("restored %d, skipped %d; want 2, 2", restored, skipped)
+	}
+	if d := e2.Decide(pkt(alice, "tcp/22", 9), t0.Add(30*time.Second)); d.Verdict != Accept {
+		t.Fatalf("restored grant refused before expiry: %v", d.Reason)
+	}
+	if d := e2.Decide(pkt(alice, "tcp/22", 9), t0.Add(30*time.Second+200*time.Millisecond)); d.Verdict != Drop {
+		t.Fatal("restored grant outlived its expiry")
+	}
+	if d := e2.Decide(pkt(bob, "tcp/22", 9), restart); d.Verdict != Drop {
+		t.Fatal("an expired saved grant was restored")
+	}
+}
+
+// A saved grant is clipped to the door's current open_for.
+func TestRestoreClipsToOpenFor(t *testing.T) {
+	e, _ := NewEngine(testPolicy(), t0)
+	e.Restore([]Grant{{Door: "ssh", Source: alice, Opened: t0, Until: t0.Add(24 * time.Hour)}}, t0)
+	if d := e.Decide(pkt(alice, "tcp/22", 9), t0.Add(31*time.Second)); d.Verdict != Drop {
+		t.Fatal("a saved grant outlasted the door's open_for")
+	}
+}
