@@ -47,9 +47,11 @@ type rawDoor struct {
 	AllowFrom       *hcl.Attribute `hcl:"allow_from,optional"`
 }
 
-// maxCap bounds max_sources and max_grants so the value fits an int on
-// every platform; the engine allocates its tables up front from them.
-const maxCap = math.MaxInt32
+// maxCap bounds max_sources and max_grants. The engine allocates its tables
+// for the caps when it starts, at some 100 to 200 bytes an entry (a hash
+// table at most half full), so a cap in the billions would not fail here but
+// kill the daemon when it starts; ten million entries is a gigabyte or two.
+const maxCap = 10_000_000
 
 // compiler collects diagnostics while it builds a Policy, so that one run
 // reports every problem.
@@ -176,7 +178,7 @@ func (c *compiler) gate(b *hcl.Block, p *Policy) {
 			}
 		}
 	}
-	const capDetail = "The engine allocates its tables for this many entries when it starts; it must be from 1 to 2147483647."
+	capDetail := fmt.Sprintf("The engine allocates its table for this many entries when it starts, some 100 to 200 bytes each; it must be from 1 to %d.", maxCap)
 	if present(raw.MaxSources) {
 		if n, ok := c.whole(raw.MaxSources, 1, maxCap, capDetail); ok {
 			p.MaxSources = int(n)
@@ -211,7 +213,7 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 				"door %q has an empty sequence", name)
 		} else {
 			d.seq = l
-			c.noRepeats(name, l)
+			c.notTooLong(name, l)
 		}
 	}
 	d.door.SequenceTimeout = c.duration(name, raw.SequenceTimeout, DefaultSequenceTimeout)
@@ -221,7 +223,7 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 		// empty list cannot be knocked, so there is nothing to refuse.
 		if l, ok := c.ports(name, raw.CloseSequence); ok && len(l.ports) > 0 {
 			d.closeSeq = l
-			c.noRepeats(name, l)
+			c.notTooLong(name, l)
 		}
 	}
 	if d.seq != nil && d.closeSeq != nil && slices.Equal(d.seq.ports, d.closeSeq.ports) {
@@ -263,16 +265,15 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 	return d
 }
 
-// noRepeats refuses a knock that repeats the one before it: the engine takes
-// such a packet for a retransmitted SYN and neither advances nor resets, so
-// the sequence could never complete.
-func (c *compiler) noRepeats(door string, l *portList) {
-	for i := 1; i < len(l.ports); i++ {
-		if l.ports[i] == l.ports[i-1] {
-			c.errorf(l.elems[i].Ptr(), &l.attr.Range,
-				"The engine takes a repeat of the knock just matched for a retransmitted SYN, so the sequence could never advance past it. Put another knock between the two.",
-				"door %q %s knocks on %s twice in a row", door, l.attr.Name, l.ports[i])
-		}
+// maxKnocks is the longest sequence the engine takes: it counts a source's
+// progress in a uint16.
+const maxKnocks = math.MaxUint16
+
+func (c *compiler) notTooLong(door string, l *portList) {
+	if len(l.ports) > maxKnocks {
+		c.errorf(l.attr.Expr.Range().Ptr(), &l.attr.Range,
+			fmt.Sprintf("The engine counts knocks in 16 bits, so a sequence has at most %d.", maxKnocks),
+			"door %q %s has %d knocks", door, l.attr.Name, len(l.ports))
 	}
 }
 

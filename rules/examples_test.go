@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/knockgate/knockgate/verdict"
 )
@@ -28,6 +29,9 @@ func TestExamples(t *testing.T) {
 			}
 			if len(p.Doors) == 0 {
 				t.Errorf("%s has no doors", path)
+			}
+			if _, err := verdict.NewEngine(p.Policy, time.Unix(0, 0)); err != nil {
+				t.Errorf("the engine refuses %s: %v", path, err)
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/knockgate/knockgate/verdict"
 )
@@ -72,6 +73,13 @@ func FuzzParse(f *testing.F) {
 			if opens[k] {
 				t.Fatalf("%v is both a knock and open", k)
 			}
+		}
+		// What rules accepts, the engine must too. Small caps keep the
+		// engine's up-front tables from swamping the fuzzer.
+		vp := p.Policy
+		vp.MaxSources, vp.MaxGrants = 4, 4
+		if _, err := verdict.NewEngine(vp, time.Unix(0, 0)); err != nil {
+			t.Fatalf("the engine refuses a policy rules accepted: %v", err)
 		}
 	})
 }

@@ -38,8 +38,6 @@ door "ssh" {
   #    door) may start with the same port, because the engine tells which
   #    sequence a source has begun by its first knock;
   #  - no port may be both a knock and a protected port (in any door's open).
-  # A knock may not repeat the one just before it: the engine takes a repeat
-  # for a retransmitted SYN.
   sequence = ["tcp/7000", "udp/8000", "tcp/9000"]
 
   # How long a source has from its first knock to its last. Above zero.
