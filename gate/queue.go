@@ -62,8 +62,9 @@ type Config struct {
 	// Observe, when set, is called for every packet after its verdict was
 	// sent, with the decision taken (ReasonMalformed for packets Parse
 	// refused). It runs on the receive goroutine, so it must be quick, and
-	// it must not keep p.Payload, which aliases the receive buffer.
-	Observe func(p verdict.Packet, d verdict.Decision)
+	// it must not keep p.Payload, which aliases the receive buffer. took is
+	// how long the decision took (0 for malformed packets), for metrics.
+	Observe func(p verdict.Packet, d verdict.Decision, took time.Duration)
 }
 
 // Decider is what the gate asks for each parsed packet.
@@ -103,7 +104,7 @@ var malformedDecision = verdict.Decision{
 type Queue struct {
 	cfg     Config
 	log     *slog.Logger
-	observe func(verdict.Packet, verdict.Decision)
+	observe func(verdict.Packet, verdict.Decision, time.Duration)
 	nf      *nfqueue.Nfqueue
 	ready   chan struct{}
 
@@ -342,11 +343,15 @@ func (q *Queue) handle(a nfqueue.Attribute) int {
 func (q *Queue) serve(id uint32, b []byte) {
 	q.packets.Add(1)
 	d := malformedDecision
+	var took time.Duration
 	if err := Parse(b, &q.pkt); err != nil {
 		// No log line per packet: a flood of garbage must stay cheap.
 		q.malformed.Add(1)
+		q.pkt = verdict.Packet{}
 	} else {
-		d = q.decider.Decide(q.pkt, time.Now())
+		now := time.Now()
+		d = q.decider.Decide(q.pkt, now)
+		took = time.Since(now)
 	}
 	v := nfqueue.NfDrop
 	if d.Verdict == verdict.Accept {
@@ -361,7 +366,7 @@ func (q *Queue) serve(id uint32, b []byte) {
 		}
 	}
 	if q.observe != nil {
-		q.observe(q.pkt, d)
+		q.observe(q.pkt, d, took)
 	}
 }
 

@@ -59,7 +59,7 @@ func TestServe(t *testing.T) {
 		d verdict.Decision
 	}
 	var obs []observed
-	cfg := Config{Observe: func(p verdict.Packet, d verdict.Decision) { obs = append(obs, observed{p, d}) }}
+	cfg := Config{Observe: func(p verdict.Packet, d verdict.Decision, _ time.Duration) { obs = append(obs, observed{p, d}) }}
 	dec := &portDecider{accept: 8080, seen: []verdict.Packet{}}
 	q, sent := testQueue(t, cfg, dec)
 
@@ -109,7 +109,7 @@ func TestServeVerdictError(t *testing.T) {
 // parse, decide, verdict and observer, for good and malformed packets.
 func TestServeAllocs(t *testing.T) {
 	n := 0
-	cfg := Config{Observe: func(verdict.Packet, verdict.Decision) { n++ }}
+	cfg := Config{Observe: func(verdict.Packet, verdict.Decision, time.Duration) { n++ }}
 	q, _ := testQueue(t, cfg, &portDecider{accept: 8080})
 	q.setVerdict = func(uint32, int) error { return nil }
 	for _, b := range [][]byte{

@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -22,6 +25,7 @@ import (
 var fileSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "gate"},
+		{Type: "metrics"},
 		{Type: "door", LabelNames: []string{"name"}},
 	},
 }
@@ -36,6 +40,12 @@ type rawGate struct {
 	Unprotected *hcl.Attribute `hcl:"unprotected,optional"`
 	MaxSources  *hcl.Attribute `hcl:"max_sources,optional"`
 	MaxGrants   *hcl.Attribute `hcl:"max_grants,optional"`
+	StateFile   *hcl.Attribute `hcl:"state_file,optional"`
+	Control     *hcl.Attribute `hcl:"control_socket,optional"`
+}
+
+type rawMetrics struct {
+	Listen *hcl.Attribute `hcl:"listen,optional"`
 }
 
 type rawDoor struct {
@@ -110,14 +120,17 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 			MaxSources:  verdict.DefaultMaxSources,
 			MaxGrants:   verdict.DefaultMaxGrants,
 		},
-		Queue: DefaultQueue,
+		Queue:         DefaultQueue,
+		StateFile:     DefaultStateFile,
+		ControlSocket: DefaultControlSocket,
+		MetricsListen: DefaultMetricsListen,
 	}
 	content, diags := body.Content(fileSchema)
 	c.diags = append(c.diags, diags...)
 	if content == nil {
 		return p
 	}
-	var gate *hcl.Block
+	var gate, metrics *hcl.Block
 	named := map[string]*hcl.Block{}
 	var doors []*doorSrc
 	for _, b := range content.Blocks {
@@ -131,6 +144,15 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 			}
 			gate = b
 			c.gate(b, p)
+		case "metrics":
+			if metrics != nil {
+				c.errorf(b.DefRange.Ptr(), nil,
+					fmt.Sprintf("The first metrics block is at %s; put every metrics setting in it.", pos(metrics.DefRange)),
+					"duplicate metrics block")
+				continue
+			}
+			metrics = b
+			c.metrics(b, p)
 		case "door":
 			if len(b.Labels) != 1 {
 				continue // hcl has reported the missing or extra label
@@ -189,6 +211,55 @@ func (c *compiler) gate(b *hcl.Block, p *Policy) {
 			p.MaxGrants = int(n)
 		}
 	}
+	if present(raw.StateFile) {
+		if s, ok := c.path(raw.StateFile, "state_file",
+			"Grants are saved there so they survive a restart; \"\" keeps them in memory only.", true); ok {
+			p.StateFile = s
+		}
+	}
+	if present(raw.Control) {
+		if s, ok := c.path(raw.Control, "control_socket",
+			"knockgate status and revoke reach the daemon through this Unix socket.", false); ok {
+			p.ControlSocket = s
+		}
+	}
+}
+
+func (c *compiler) metrics(b *hcl.Block, p *Policy) {
+	var raw rawMetrics
+	c.diags = append(c.diags, gohcl.DecodeBody(b.Body, nil, &raw)...)
+	if !present(raw.Listen) {
+		return
+	}
+	s, ok := c.str(raw.Listen.Expr, &raw.Listen.Range, "listen")
+	if !ok {
+		return
+	}
+	if s != "" {
+		host, port, err := net.SplitHostPort(s)
+		n, perr := strconv.ParseUint(port, 10, 16)
+		if err != nil || perr != nil || n == 0 || (host != "" && net.ParseIP(host) == nil && host != "localhost") {
+			c.errorf(raw.Listen.Expr.Range().Ptr(), &raw.Listen.Range,
+				"The metrics endpoint listens on address:port, such as \"127.0.0.1:8789\" or \"[::1]:8789\"; \"\" turns it off.",
+				"invalid metrics listen address %q", s)
+			return
+		}
+	}
+	p.MetricsListen = s
+}
+
+// path reads an absolute file path setting; empty is allowed only when
+// emptyOK, where it turns the feature off.
+func (c *compiler) path(a *hcl.Attribute, what, detail string, emptyOK bool) (string, bool) {
+	s, ok := c.str(a.Expr, &a.Range, what)
+	if !ok {
+		return "", false
+	}
+	if (s == "" && !emptyOK) || (s != "" && !filepath.IsAbs(s)) {
+		c.errorf(a.Expr.Range().Ptr(), &a.Range, detail, "invalid %s %q: want an absolute path", what, s)
+		return "", false
+	}
+	return filepath.Clean(s), true
 }
 
 func (c *compiler) door(b *hcl.Block) *doorSrc {

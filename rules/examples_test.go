@@ -49,6 +49,10 @@ func TestReferenceHasDefaults(t *testing.T) {
 			p.Queue, p.Unprotected, p.MaxSources, p.MaxGrants,
 			DefaultQueue, DefaultUnprotected, verdict.DefaultMaxSources, verdict.DefaultMaxGrants)
 	}
+	if p.StateFile != DefaultStateFile || p.ControlSocket != DefaultControlSocket || p.MetricsListen != DefaultMetricsListen {
+		t.Errorf("reference has state_file %q, control_socket %q, metrics listen %q; want the defaults %q, %q, %q",
+			p.StateFile, p.ControlSocket, p.MetricsListen, DefaultStateFile, DefaultControlSocket, DefaultMetricsListen)
+	}
 	if len(p.Doors) != 1 {
 		t.Fatalf("reference has %d doors, want 1", len(p.Doors))
 	}
@@ -69,7 +73,7 @@ func TestReferenceMentionsEverySetting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []any{rawGate{}, rawDoor{}} {
+	for _, v := range []any{rawGate{}, rawMetrics{}, rawDoor{}} {
 		ty := reflect.TypeOf(v)
 		for i := range ty.NumField() {
 			name, _, _ := strings.Cut(ty.Field(i).Tag.Get("hcl"), ",")

@@ -25,6 +25,15 @@ type Policy struct {
 	// File is the path the policy was loaded from, or the name given to
 	// Parse.
 	File string
+	// StateFile is where grants are saved to survive restarts; empty keeps
+	// them in memory only.
+	StateFile string
+	// ControlSocket is the Unix socket for knockgate status, revoke and
+	// reload.
+	ControlSocket string
+	// MetricsListen is the address of the Prometheus endpoint; empty turns
+	// it off.
+	MetricsListen string
 }
 
 // Defaults for what a policy leaves out.
@@ -33,6 +42,12 @@ const (
 	DefaultUnprotected     = verdict.Accept
 	DefaultSequenceTimeout = 10 * time.Second
 	DefaultOpenFor         = 30 * time.Second
+	DefaultStateFile       = "/var/lib/knockgate/state.json"
+	DefaultControlSocket   = "/run/knockgate/knockgate.sock"
+	// DefaultMetricsListen is on loopback, so metrics are never exposed
+	// by accident, and outside the 9100-9999 range where Prometheus
+	// exporters crowd.
+	DefaultMetricsListen = "127.0.0.1:8789"
 )
 
 // Load reads and checks the policy file at path. A file that cannot be read

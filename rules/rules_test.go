@@ -62,6 +62,11 @@ gate {
   unprotected = "drop"
   max_sources = 1
   max_grants  = 10000000
+  state_file     = "/var/lib/kg/../kg/grants.json"
+  control_socket = "/run/kg.sock"
+}
+metrics {
+  listen = "[::1]:9000"
 }
 door "ssh" {
   sequence         = ["tcp/7000", "UDP/8000", "tcp/7000"]
@@ -76,7 +81,10 @@ door "web" {
   open     = ["tcp/443", "tcp/22"]
 }`,
 			want: Policy{
-				Queue: 65535,
+				Queue:         65535,
+				StateFile:     "/var/lib/kg/grants.json",
+				ControlSocket: "/run/kg.sock",
+				MetricsListen: "[::1]:9000",
 				Policy: verdict.Policy{
 					Doors: []verdict.Door{{
 						Name:            "ssh",
@@ -180,6 +188,16 @@ door "b" {
 				t.Fatalf("Parse: %v", err)
 			}
 			tt.want.File = "t.hcl"
+			// Cases that do not set these expect the defaults.
+			if tt.want.StateFile == "" {
+				tt.want.StateFile = DefaultStateFile
+			}
+			if tt.want.ControlSocket == "" {
+				tt.want.ControlSocket = DefaultControlSocket
+			}
+			if tt.want.MetricsListen == "" {
+				tt.want.MetricsListen = DefaultMetricsListen
+			}
 			if !reflect.DeepEqual(*got, tt.want) {
 				t.Errorf("Parse gave\n%+v\nwant\n%+v", *got, tt.want)
 			}
@@ -427,6 +445,26 @@ gate {
 				`t.hcl:5:17: max_sources 0 is out of range`,
 				`t.hcl:6:17: max_grants 10000001 is out of range; The engine allocates its table for this many entries when it starts, some 100 to 200 bytes each; it must be from 1 to 10000000.`,
 				`t.hcl:8:1: duplicate gate block; The first gate block is at t.hcl:2:1`,
+			},
+		},
+		{
+			name: "paths and metrics",
+			src: `
+gate {
+  state_file     = "state.json"
+  control_socket = ""
+}
+metrics {
+  listen = "127.0.0.1"
+}
+metrics {
+  listen = "[::1]:0"
+}`,
+			want: []string{
+				`t.hcl:3:20: invalid state_file "state.json": want an absolute path`,
+				`t.hcl:4:20: invalid control_socket "": want an absolute path`,
+				`t.hcl:7:12: invalid metrics listen address "127.0.0.1"`,
+				`t.hcl:9:1: duplicate metrics block; The first metrics block is at t.hcl:6:1`,
 			},
 		},
 		{

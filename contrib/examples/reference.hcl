@@ -26,6 +26,26 @@ gate {
   # The most live grants (one per source and door) at once, allocated the
   # same way. At least 1.
   max_grants = 10000
+
+  # Where grants are saved, so that a restart (a crash included) keeps them
+  # and they still expire on time. Written atomically (a temporary file,
+  # then a rename) whenever a grant opens or ends. A file that cannot be
+  # read is reported and set aside as FILE.corrupt-TIME; the daemon then
+  # starts with no grants, which fails closed. "" keeps grants in memory
+  # only. systemd's StateDirectory=knockgate creates the directory.
+  state_file = "/var/lib/knockgate/state.json"
+
+  # The Unix socket that `knockgate status`, `knockgate revoke` and
+  # `knockgate reload` talk to. Mode 0600, and the daemon checks the
+  # caller's credentials: only root (or the daemon's own user) is answered.
+  control_socket = "/run/knockgate/knockgate.sock"
+}
+
+# The Prometheus endpoint: /metrics, /-/healthy, and /-/ready (200 once the
+# queue is bound). On by default on loopback, at a port outside the
+# 9100-9999 range where exporters crowd; listen = "" turns it off.
+metrics {
+  listen = "127.0.0.1:8789"
 }
 
 # A door: a sequence of knocks that opens protected ports for the source
