@@ -25,6 +25,7 @@ func commands() []command {
 	return []command{
 		{"run", "run the gate daemon in the foreground", cmdRun},
 		{"validate", "check a policy file and report every error with file:line:col", cmdValidate},
+		{"fmt", "format HCL policy files the way terraform fmt does", cmdFmt},
 		{"knock", "send a door's knock sequence to a host", cmdKnock},
 		{"rules", "print the static iptables and ip6tables steering rules", cmdRules},
 		{"version", "print the version", cmdVersion},
