@@ -96,7 +96,7 @@ func TestDoorOnDNATPort(t *testing.T) {
 		t.Run(fam.name, func(t *testing.T) {
 			l.t = t
 			l.wantTimeout("c1", fam.gwForC1, 2222)
-			l.must("ip", "netns", "exec", l.ns("c1"), binPath, "knock", "--door", "lan", "--config", l.dir+"/policy.hcl", fam.gwForC1.String())
+			l.must("ip", "netns", "exec", l.ns("c1"), binPath, "knock", "--door", "lan", "--config", l.config(), fam.gwForC1.String())
 			c, banner := l.dial("c1", netip.AddrPortFrom(fam.gwForC1, 2222))
 			if banner != "lan-ssh" {
 				t.Fatalf("banner through DNAT %q, want lan-ssh", banner)

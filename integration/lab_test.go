@@ -98,13 +98,16 @@ type lab struct {
 
 	daemon *exec.Cmd
 	log    string
+	// doors is the policy's door blocks; start and writePolicy add the
+	// lab's gate and metrics settings.
+	doors string
 }
 
 func (l *lab) ns(name string) string { return l.prefix + "-" + name }
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
-	l := &lab{t: t, prefix: fmt.Sprintf("kgt%d-%d", os.Getpid()%100000, labSeq.Add(1)), dir: t.TempDir()}
+	l := &lab{t: t, prefix: fmt.Sprintf("kgt%d-%d", os.Getpid()%100000, labSeq.Add(1)), dir: t.TempDir(), doors: policy}
 	t.Cleanup(l.cleanup)
 	for _, n := range []string{"gw", "c1", "c2", "lan"} {
 		l.must("ip", "netns", "add", l.ns(n))
@@ -302,12 +305,28 @@ door "lan" {
 }
 `
 
+func (l *lab) config() string      { return filepath.Join(l.dir, "policy.hcl") }
+func (l *lab) socket() string      { return filepath.Join(l.dir, "kg.sock") }
+func (l *lab) stateFile() string   { return filepath.Join(l.dir, "state.json") }
+func (l *lab) metricsAddr() string { return "127.0.0.1:8789" }
+
+// writePolicy writes the policy file: the lab's settings, then doors.
+func (l *lab) writePolicy(doors string) {
+	l.t.Helper()
+	src := fmt.Sprintf("gate {\n  state_file     = %q\n  control_socket = %q\n}\n\nmetrics {\n  listen = %q\n}\n%s",
+		l.stateFile(), l.socket(), l.metricsAddr(), doors)
+	if err := os.WriteFile(l.config(), []byte(src), 0o600); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
 // start runs the daemon in the gateway and waits until its queue is bound.
 func (l *lab) start() {
 	l.t.Helper()
-	cfg := filepath.Join(l.dir, "policy.hcl")
-	if err := os.WriteFile(cfg, []byte(policy), 0o644); err != nil {
-		l.t.Fatal(err)
+	l.writePolicy(l.doors)
+	cfg := l.config()
+	if l.daemon != nil && l.daemon.ProcessState == nil {
+		l.t.Fatal("start: a daemon is already running")
 	}
 	l.log = filepath.Join(l.dir, fmt.Sprintf("knockgate-%d.log", len(l.procs)))
 	f, err := os.Create(l.log)

@@ -470,3 +470,22 @@ func (e *Engine) Stats() Stats {
 		Evictions: e.evictions,
 	}
 }
+
+// ActiveGrants counts the live grants per door name, every door of the
+// policy included, for metrics and status.
+func (e *Engine) ActiveGrants(now time.Time) map[string]int {
+	t := e.nanos(now)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]int, len(e.c.policy.Doors))
+	for _, d := range e.c.policy.Doors {
+		out[d.Name] = 0
+	}
+	for i := range e.grants.slots {
+		s := &e.grants.slots[i]
+		if s.used && s.v.until > t {
+			out[e.c.policy.Doors[s.k.door].Name]++
+		}
+	}
+	return out
+}

@@ -364,6 +364,9 @@ func TestSweepEndsGrantsAndProgress(t *testing.T) {
 	if st := e.Stats(); st.Grants != 1 || st.Sources != 0 {
 		t.Fatalf("stats after sweep: %+v", st)
 	}
+	if got := e.ActiveGrants(t0.Add(31 * time.Second)); got["ssh"] != 1 || got["web"] != 0 || len(got) != 2 {
+		t.Fatalf("ActiveGrants = %v, want ssh 1, web 0", got)
+	}
 	live := e.Grants(t0.Add(31 * time.Second))
 	if len(live) != 1 || live[0].Source != carol {
 		t.Fatalf("live grants = %+v, want carol's", live)

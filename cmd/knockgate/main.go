@@ -28,6 +28,9 @@ func commands() []command {
 		{"fmt", "format HCL policy files the way terraform fmt does", cmdFmt},
 		{"knock", "send a door's knock sequence to a host", cmdKnock},
 		{"rules", "print the static iptables and ip6tables steering rules", cmdRules},
+		{"status", "show the running daemon's grants and tracked sources", cmdStatus},
+		{"revoke", "end a source's grant for a door at once", cmdRevoke},
+		{"reload", "make the running daemon re-read its policy, keeping grants", cmdReload},
 		{"version", "print the version", cmdVersion},
 	}
 }

@@ -168,7 +168,7 @@ func TestDaemonLogsGrants(t *testing.T) {
 		at   time.Duration
 	}{{src, 7000, 0}, {other, 7000, 0}, {other, 7001, time.Second}} {
 		pk := verdict.Packet{Src: step.src, Proto: verdict.UDP, SrcPort: 1, DstPort: step.port}
-		d.observe(pk, eng.Decide(pk, t0.Add(step.at)))
+		d.observe(pk, eng.Decide(pk, t0.Add(step.at)), 0)
 	}
 	d.sweep(t0.Add(11 * time.Second))
 

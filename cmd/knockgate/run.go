@@ -2,15 +2,21 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
+	"sort"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/knockgate/knockgate/gate"
+	"github.com/knockgate/knockgate/metrics"
+	"github.com/knockgate/knockgate/rules"
 	"github.com/knockgate/knockgate/verdict"
 )
 
@@ -23,7 +29,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", "--config FILE",
 		"Run the gate in the foreground: read the packets that the steering rules\n"+
 			"queue, decide each one from the policy, and log every grant, revoke and\n"+
-			"expiry. Needs CAP_NET_ADMIN. Stops on SIGINT or SIGTERM.", stderr)
+			"expiry. Needs CAP_NET_ADMIN.\n\n"+
+			"Signals: SIGHUP re-reads the policy (grants and knocks in progress of\n"+
+			"doors that remain are kept; an invalid policy is refused and the running\n"+
+			"one stays); SIGINT and SIGTERM stop the daemon. Grants are saved to the\n"+
+			"policy's state_file and restored on start.", stderr)
 	config := fs.String("config", "/etc/knockgate/policy.hcl", "policy `file`")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug (every knock), info, warn or error")
@@ -42,28 +52,91 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("failed to compile policy %s: %w", *config, err)
 	}
-	d := &daemon{log: logger, eng: eng}
+	d := &daemon{log: logger, eng: eng, path: *config, pol: pol, dirty: make(chan struct{}, 1)}
+	if len(pol.Doors) == 0 {
+		logger.Warn("the policy has no doors: every queued packet gets the unprotected verdict", "unprotected", pol.Unprotected.String())
+	}
+	d.restore(time.Now())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	q, err := gate.Open(gate.Config{Queue: pol.Queue, Logger: logger, Observe: d.observe})
 	if err != nil {
 		return err
 	}
 	defer q.Close()
+	d.q = q
 
-	go d.sweepLoop(ctx)
+	d.m = metrics.New(version, metrics.Sources{
+		Engine:       eng.Stats,
+		ActiveGrants: func() map[string]int { return eng.ActiveGrants(time.Now()) },
+		Queues: func() []metrics.QueueStats {
+			st := q.Stats()
+			return []metrics.QueueStats{{Queue: pol.Queue, Packets: st.Packets, VerdictErrors: st.VerdictErrors, ENOBUFS: st.ENOBUFS, ReadErrors: st.ReadErrors}}
+		},
+	})
+	d.m.SetDoors(doorNames(pol.Policy))
+	ready := func() bool {
+		select {
+		case <-q.Ready():
+			return true
+		default:
+			return false
+		}
+	}
+	if pol.MetricsListen != "" {
+		if err := metrics.Serve(ctx, pol.MetricsListen, d.m.Handler(ready), logger); err != nil {
+			return err
+		}
+	}
+	ln, err := listenControl(pol.ControlSocket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(pol.ControlSocket)
+	go serveControl(ctx, ln, d, logger)
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); d.sweepLoop(ctx) }()
+	go func() { defer wg.Done(); d.persistLoop(ctx) }()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				d.reload("SIGHUP")
+			}
+		}
+	}()
+	runDone := make(chan struct{})
 	go func() {
 		select {
 		case <-q.Ready():
-			logger.Info("knockgate ready", "queue", pol.Queue)
 		case <-ctx.Done():
+			return
 		}
+		logger.Info("knockgate ready", "queue", pol.Queue, "metrics", pol.MetricsListen, "control_socket", pol.ControlSocket)
+		if err := sdNotify("READY=1\nSTATUS=deciding packets on queue " + fmt.Sprint(pol.Queue)); err != nil {
+			logger.Warn("systemd notification failed", "err", err)
+		}
+		d.watchdog(ctx, runDone)
 	}()
+
 	logger.Info("knockgate starting", "version", version, "policy", *config, "queue", pol.Queue,
 		"doors", len(pol.Doors), "unprotected", pol.Unprotected.String())
-	if err := q.Run(ctx, eng); err != nil {
+	err = q.Run(ctx, eng)
+	close(runDone)
+	stop()
+	wg.Wait()
+	sdNotify("STOPPING=1")
+	d.save() // the latest grants, for the next start
+	if err != nil {
 		return err
 	}
 	st := q.Stats()
@@ -86,11 +159,30 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("invalid --log-format %q: want text or json", format)
 }
 
-// daemon turns the engine's decisions into log lines. It observes; it never
-// changes a verdict.
+func doorNames(p verdict.Policy) []string {
+	names := make([]string, len(p.Doors))
+	for i, d := range p.Doors {
+		names[i] = d.Name
+	}
+	return names
+}
+
+// daemon holds what the running gate shares between the verdict path, the
+// sweeper, the state writer, the control socket and signal handling. It
+// observes decisions; it never changes a verdict.
 type daemon struct {
-	log *slog.Logger
-	eng *verdict.Engine
+	log  *slog.Logger
+	eng  *verdict.Engine
+	m    *metrics.Metrics // nil in tests that need no metrics
+	q    *gate.Queue      // nil in tests that run no queue
+	path string           // the policy file, re-read on reload
+
+	reloadMu sync.Mutex // one reload at a time
+	pol      *rules.Policy
+
+	// dirty wakes the state writer; it holds at most one wake-up, so a
+	// burst of grants costs one write.
+	dirty chan struct{}
 }
 
 func (d *daemon) doorName(i int) string {
@@ -101,17 +193,33 @@ func (d *daemon) doorName(i int) string {
 	return doors[i].Name
 }
 
+func (d *daemon) markDirty() {
+	select {
+	case d.dirty <- struct{}{}:
+	default:
+	}
+}
+
 // observe runs for every packet on the verdict path, so it does nothing
-// unless the decision changed a grant or debug logging is on.
-func (d *daemon) observe(p verdict.Packet, dec verdict.Decision) {
+// costly unless the decision changed a grant or debug logging is on.
+func (d *daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Duration) {
+	if d.m != nil {
+		d.m.Observe(dec, took)
+	}
 	switch dec.Reason {
 	case verdict.ReasonOpened:
-		door := d.eng.Policy().Doors[dec.Door]
+		pol := d.eng.Policy()
+		if dec.Door < 0 || dec.Door >= len(pol.Doors) {
+			return // a reload renumbered the doors in between
+		}
+		door := pol.Doors[dec.Door]
 		d.log.Info("grant opened", "door", door.Name, "source", p.Src.String(),
 			"open_for", door.OpenFor.String(), "ports", fmt.Sprint(door.Open))
+		d.markDirty()
 		return
 	case verdict.ReasonClosed:
 		d.log.Info("grant revoked", "door", d.doorName(dec.Door), "source", p.Src.String(), "by", "close_sequence")
+		d.markDirty()
 		return
 	}
 	if !d.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -129,10 +237,18 @@ func (d *daemon) observe(p verdict.Packet, dec verdict.Decision) {
 }
 
 func (d *daemon) sweep(now time.Time) {
+	n := 0
 	d.eng.Sweep(now, func(g verdict.Grant) {
+		n++
+		if d.m != nil {
+			d.m.GrantExpired(g.Door)
+		}
 		d.log.Info("grant expired", "door", g.Door, "source", g.Source.String(),
 			"opened", g.Opened.Format(time.RFC3339), "expired", g.Until.Format(time.RFC3339))
 	})
+	if n > 0 {
+		d.markDirty()
+	}
 }
 
 func (d *daemon) sweepLoop(ctx context.Context) {
@@ -144,6 +260,182 @@ func (d *daemon) sweepLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			d.sweep(now)
+		}
+	}
+}
+
+// persistLoop writes the state file after every change of grants. It runs
+// apart from the verdict path, which only marks the state dirty, so a slow
+// disk never delays a verdict.
+func (d *daemon) persistLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.dirty:
+			d.save()
+		}
+	}
+}
+
+func (d *daemon) statePath() string {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	return d.pol.StateFile
+}
+
+func (d *daemon) save() {
+	path := d.statePath()
+	if path == "" {
+		return
+	}
+	now := time.Now()
+	if err := saveState(path, d.eng.Grants(now), now); err != nil {
+		d.log.Error("failed to save grants; they will not survive a restart", "err", err)
+	}
+}
+
+// restore brings back the grants of an earlier run. A state file that
+// cannot be read is set aside and the daemon starts without grants: a lost
+// grant means a knock again, a wrongly restored one an open door.
+func (d *daemon) restore(now time.Time) {
+	path := d.pol.StateFile
+	if path == "" {
+		return
+	}
+	saved, err := loadState(path)
+	if err != nil {
+		attrs := []any{"err", err}
+		if errors.Is(err, errCorruptState) {
+			if to, serr := setAside(path, now); serr == nil {
+				attrs = append(attrs, "moved_to", to)
+			} else {
+				attrs = append(attrs, "set_aside_err", serr)
+			}
+		}
+		d.log.Error("state file unusable; starting with no grants", attrs...)
+		return
+	}
+	restored, skipped := d.eng.Restore(saved, now)
+	d.log.Info("grants restored", "state_file", path, "restored", restored, "skipped", skipped)
+}
+
+// reload re-reads the policy and swaps it in. An invalid policy is refused
+// and the running one stays; the error carries the diagnostics.
+func (d *daemon) reload(by string) (*reloadOutcome, error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	now := time.Now()
+	fail := func(err error) (*reloadOutcome, error) {
+		d.log.Error("policy reload refused; the running policy stays", "by", by, "policy", d.path, "err", err.Error())
+		if d.m != nil {
+			d.m.Reloaded(false, now)
+		}
+		return nil, err
+	}
+	pol, err := rules.Load(d.path)
+	if err != nil {
+		return fail(err)
+	}
+	ended, err := d.eng.Reload(pol.Policy, now)
+	if err != nil {
+		return fail(fmt.Errorf("failed to compile policy %s: %w", d.path, err))
+	}
+	for what, changed := range map[string]bool{
+		"queue":          pol.Queue != d.pol.Queue,
+		"metrics listen": pol.MetricsListen != d.pol.MetricsListen,
+		"control_socket": pol.ControlSocket != d.pol.ControlSocket,
+	} {
+		if changed {
+			d.log.Warn("a changed setting takes effect at the next restart", "setting", what)
+		}
+	}
+	// The queue and the sockets stay bound as they are; the state file
+	// can follow at once.
+	pol.Queue, pol.MetricsListen, pol.ControlSocket = d.pol.Queue, d.pol.MetricsListen, d.pol.ControlSocket
+	d.pol = pol
+	out := &reloadOutcome{Doors: len(pol.Doors)}
+	for _, g := range ended {
+		d.log.Info("grant ended", "door", g.Door, "source", g.Source.String(), "by", "reload removed the door")
+		out.Ended = append(out.Ended, g.Door+" "+g.Source.String())
+	}
+	if d.m != nil {
+		d.m.SetDoors(doorNames(pol.Policy))
+		d.m.Reloaded(true, now)
+	}
+	d.log.Info("policy reloaded", "by", by, "policy", d.path, "doors", len(pol.Doors), "grants_ended", len(ended))
+	d.markDirty()
+	return out, nil
+}
+
+func (d *daemon) revoke(door string, src netip.Addr) (bool, error) {
+	live, err := d.eng.Revoke(door, src, time.Now())
+	if err != nil {
+		return false, err
+	}
+	if live {
+		if d.m != nil {
+			d.m.GrantRevoked(door)
+		}
+		d.log.Info("grant revoked", "door", door, "source", src.String(), "by", "operator")
+		d.markDirty()
+	}
+	return live, nil
+}
+
+func (d *daemon) status() *statusReport {
+	now := time.Now()
+	st := d.eng.Stats()
+	pol := d.eng.Policy()
+	r := &statusReport{
+		Version: version, Policy: d.path, Now: now,
+		TrackedSources: st.Sources, MaxSources: st.MaxSources,
+		Grants: st.Grants, MaxGrants: st.MaxGrants, Evictions: st.Evictions,
+	}
+	byDoor := map[string][]grantStatus{}
+	for _, g := range d.eng.Grants(now) {
+		byDoor[g.Door] = append(byDoor[g.Door], grantStatus{
+			Source: g.Source, Opened: g.Opened.Round(0), Until: g.Until.Round(0), LeftSeconds: g.Until.Sub(now).Seconds(),
+		})
+	}
+	for _, door := range pol.Doors {
+		gs := byDoor[door.Name]
+		sort.Slice(gs, func(i, j int) bool { return gs[i].Source.Less(gs[j].Source) })
+		r.Doors = append(r.Doors, doorStatus{Name: door.Name, Grants: gs})
+	}
+	if d.q != nil {
+		qs := d.q.Stats()
+		r.Queue = queueSnapshot{Queue: d.pol.Queue, Packets: qs.Packets, Accepted: qs.Accepted,
+			Dropped: qs.Dropped, Malformed: qs.Malformed, ENOBUFS: qs.ENOBUFS}
+	}
+	return r
+}
+
+// watchdog feeds systemd's watchdog while the verdict path is healthy: the
+// queue reader still runs and the engine's lock can be taken (a wedged
+// decision would hold it). If either fails, systemd restarts the daemon.
+func (d *daemon) watchdog(ctx context.Context, runDone <-chan struct{}) {
+	every := watchdogInterval() / 2
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-runDone:
+			return
+		case <-t.C:
+			alive := make(chan struct{})
+			go func() { d.eng.Stats(); close(alive) }()
+			select {
+			case <-alive:
+				sdNotify("WATCHDOG=1")
+			case <-time.After(every):
+				d.log.Error("verdict path unresponsive; not feeding the watchdog")
+			}
 		}
 	}
 }

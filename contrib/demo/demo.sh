@@ -221,10 +221,13 @@ ok "every NEW TCP/UDP connection to gw is now queued to NFQUEUE 0 (no --queue-by
 
 step "Write the demo policy and start the daemon in gw"
 POLICY="$WORK/policy.hcl"
-cat >"$POLICY" <<'EOF'
+cat >"$POLICY" <<EOF
 gate {
   queue       = 0
   unprotected = "accept" # ports no door names stay reachable
+  # The lab keeps its state and control socket in its own temp dir.
+  state_file     = "$WORK/state.json"
+  control_socket = "$WORK/knockgate.sock"
 }
 
 # Knock tcp/7000, udp/8000, tcp/9000 within 10s: tcp/22 opens to you for 10s.

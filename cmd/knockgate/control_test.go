@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+type fakeControl struct {
+	revoked []string
+	fail    error
+}
+
+func (f *fakeControl) status() *statusReport {
+	return &statusReport{Version: "test", Policy: "/etc/p.hcl", TrackedSources: 3, MaxSources: 10,
+		Doors: []doorStatus{{Name: "ssh", Grants: []grantStatus{{Source: netip.MustParseAddr("198.51.100.7"), LeftSeconds: 12,
+			Until: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}}, {Name: "web"}}}
+}
+
+func (f *fakeControl) revoke(door string, src netip.Addr) (bool, error) {
+	if door != "ssh" {
+		return false, errors.New(`no door "` + door + `" in the policy`)
+	}
+	f.revoked = append(f.revoked, door+" "+src.String())
+	return true, nil
+}
+
+func (f *fakeControl) reload(string) (*reloadOutcome, error) {
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	return &reloadOutcome{Doors: 2, Ended: []string{"old 192.0.2.9"}}, nil
+}
+
+func startControl(t *testing.T, h controlHandler) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "run", "kg.sock")
+	ln, err := listenControl(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go serveControl(ctx, ln, h, slog.New(slog.DiscardHandler))
+	return path
+}
+
+func TestControlSocket(t *testing.T) {
+	f := &fakeControl{}
+	sock := startControl(t, f)
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v, %v; want 0600", fi.Mode(), err)
+	}
+	if fi, err := os.Stat(filepath.Dir(sock)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("socket directory mode %v, %v; want 0700", fi.Mode(), err)
+	}
+
+	code, out, errOut := runMain(t, "status", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "198.51.100.7") || !strings.Contains(out, "12s") || !strings.Contains(out, "web") {
+		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = runMain(t, "status", "--socket", sock, "--json")
+	if code != 0 || !strings.Contains(out, `"tracked_sources": 3`) {
+		t.Fatalf("status --json: exit %d\n%s", code, out)
+	}
+
+	code, out, errOut = runMain(t, "revoke", "--socket", sock, "--door", "ssh", "--source", "2001:db8::1")
+	if code != 0 || !strings.Contains(out, "revoked 2001:db8::1") || len(f.revoked) != 1 {
+		t.Fatalf("revoke: exit %d\n%s%s", code, out, errOut)
+	}
+	code, _, errOut = runMain(t, "revoke", "--socket", sock, "--door", "nope", "--source", "192.0.2.1")
+	if code != 1 || !strings.Contains(errOut, `no door "nope"`) {
+		t.Fatalf("revoke of unknown door: exit %d\n%s", code, errOut)
+	}
+	code, _, errOut = runMain(t, "revoke", "--socket", sock, "--door", "ssh", "--source", "not-an-ip")
+	if code != 1 || !strings.Contains(errOut, "invalid source") {
+		t.Fatalf("revoke of a bad address: exit %d\n%s", code, errOut)
+	}
+
+	code, out, _ = runMain(t, "reload", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "reloaded: 2 door(s)") || !strings.Contains(out, "old 192.0.2.9") {
+		t.Fatalf("reload: exit %d\n%s", code, out)
+	}
+	f.fail = errors.New("p.hcl:3:5: bad port")
+	code, _, errOut = runMain(t, "reload", "--socket", sock)
+	if code != 1 || !strings.Contains(errOut, "running policy stays") || !strings.Contains(errOut, "p.hcl:3:5") {
+		t.Fatalf("refused reload: exit %d\n%s", code, errOut)
+	}
+}
+
+func TestControlSocketRefusesSecondDaemon(t *testing.T) {
+	sock := startControl(t, &fakeControl{})
+	if _, err := listenControl(sock); err == nil || !strings.Contains(err.Error(), "another knockgate") {
+		t.Fatalf("second listen: %v", err)
+	}
+}
+
+func TestControlSocketReplacesStaleSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kg.sock")
+	ln, err := listenControl(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close() // a dead daemon's socket file stays behind
+	ln, err = listenControl(path)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	ln.Close()
+}
+
+func TestControlClientWithoutDaemon(t *testing.T) {
+	code, _, errOut := runMain(t, "status", "--socket", filepath.Join(t.TempDir(), "none.sock"))
+	if code != 1 || !strings.Contains(errOut, "is knockgate running") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/knockgate/knockgate/verdict"
+)
+
+// stateVersion is bumped when the state file's meaning changes; a file of
+// another version is set aside rather than guessed at.
+const stateVersion = 1
+
+// stateDoc is the state file: the grants that must survive a restart,
+// crash included. Times are wall-clock, the only clock that means anything
+// across processes.
+type stateDoc struct {
+	Version int          `json:"version"`
+	Saved   time.Time    `json:"saved"`
+	Grants  []stateGrant `json:"grants"`
+}
+
+type stateGrant struct {
+	Door   string     `json:"door"`
+	Source netip.Addr `json:"source"`
+	Opened time.Time  `json:"opened"`
+	Until  time.Time  `json:"until"`
+}
+
+// saveState writes the grants atomically: a temporary file in the same
+// directory, synced, then renamed over the old one, so a crash at any
+// moment leaves either the old file or the new one, never half of one.
+func saveState(path string, grants []verdict.Grant, now time.Time) error {
+	doc := stateDoc{Version: stateVersion, Saved: now.Round(0), Grants: make([]stateGrant, 0, len(grants))}
+	for _, g := range grants {
+		doc.Grants = append(doc.Grants, stateGrant{g.Door, g.Source, g.Opened.Round(0), g.Until.Round(0)})
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return fmt.Errorf("failed to encode state: %w", err)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("failed to create state directory %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("failed to write state file %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // a no-op once renamed
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("failed to write state file %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("failed to sync state file %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("failed to write state file %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("failed to replace state file %s: %w", path, err)
+	}
+	// The rename itself is durable only once the directory is synced.
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// errCorruptState marks a state file that could not be read as one; the
+// caller sets it aside and starts without grants, which fails closed.
+var errCorruptState = errors.New("corrupt state file")
+
+// loadState reads the saved grants. A missing file is no error: there is
+// simply nothing to restore.
+func loadState(path string) ([]verdict.Grant, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to read state file %s: %w", path, err)
+	}
+	var doc stateDoc
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("%w %s: %w", errCorruptState, path, err)
+	}
+	if doc.Version != stateVersion {
+		return nil, fmt.Errorf("%w %s: version %d, want %d", errCorruptState, path, doc.Version, stateVersion)
+	}
+	grants := make([]verdict.Grant, 0, len(doc.Grants))
+	for i, g := range doc.Grants {
+		if g.Door == "" || !g.Source.IsValid() || g.Until.IsZero() {
+			return nil, fmt.Errorf("%w %s: grant %d is incomplete", errCorruptState, path, i)
+		}
+		grants = append(grants, verdict.Grant{Door: g.Door, Source: g.Source, Opened: g.Opened, Until: g.Until})
+	}
+	return grants, nil
+}
+
+// setAside renames a state file that could not be used, keeping it for a
+// post-mortem instead of overwriting it.
+func setAside(path string, now time.Time) (string, error) {
+	to := fmt.Sprintf("%s.corrupt-%s", path, now.UTC().Format("20060102T150405Z"))
+	if err := os.Rename(path, to); err != nil {
+		return "", fmt.Errorf("failed to set aside state file %s: %w", path, err)
+	}
+	return to, nil
+}

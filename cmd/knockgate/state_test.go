@@ -1,0 +1,93 @@
+package main
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/knockgate/knockgate/verdict"
+)
+
+func TestStateRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "state.json")
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	in := []verdict.Grant{
+		{Door: "ssh", Source: netip.MustParseAddr("198.51.100.7"), Opened: now, Until: now.Add(30 * time.Second)},
+		{Door: "web", Source: netip.MustParseAddr("2001:db8::7"), Opened: now, Until: now.Add(time.Hour)},
+	}
+	if err := saveState(path, in, now); err != nil {
+		t.Fatal(err)
+	}
+	out, err := loadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 2 || out[0].Source != in[0].Source || !out[1].Until.Equal(in[1].Until) || out[1].Door != "web" {
+		t.Fatalf("round trip: %+v", out)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file mode: %v %v, want 0600", fi.Mode(), err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".*tmp*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
+func TestStateMissingIsEmpty(t *testing.T) {
+	gs, err := loadState(filepath.Join(t.TempDir(), "none.json"))
+	if err != nil || gs != nil {
+		t.Fatalf("missing state: %v, %v", gs, err)
+	}
+}
+
+func TestStateCorrupt(t *testing.T) {
+	for name, body := range map[string]string{
+		"truncated":   `{"version":1,"grants":[{"door":"ssh","sou`,
+		"garbage":     "\x00\x01binary",
+		"version":     `{"version":99,"grants":[]}`,
+		"bad address": `{"version":1,"grants":[{"door":"ssh","source":"999.1.1.1","until":"2026-01-01T00:00:00Z"}]}`,
+		"no door":     `{"version":1,"grants":[{"source":"192.0.2.1","until":"2026-01-01T00:00:00Z"}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			os.WriteFile(path, []byte(body), 0o600)
+			if _, err := loadState(path); !errors.Is(err, errCorruptState) {
+				t.Fatalf("loadState = %v, want errCorruptState", err)
+			}
+			to, err := setAside(path, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(to); err != nil {
+				t.Fatalf("set-aside file: %v", err)
+			}
+			if gs, err := loadState(path); err != nil || gs != nil {
+				t.Fatalf("after setting aside: %v, %v", gs, err)
+			}
+		})
+	}
+}
+
+func FuzzLoadState(f *testing.F) {
+	f.Add([]byte(`{"version":1,"saved":"2026-11-21T12:00:00Z","grants":[{"door":"ssh","source":"198.51.100.7","opened":"2026-11-21T12:00:00Z","until":"2026-11-21T12:00:30Z"}]}`))
+	f.Add([]byte(`{"version":1}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(t.TempDir(), "state.json")
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		gs, err := loadState(path)
+		if err != nil {
+			return
+		}
+		for _, g := range gs {
+			if g.Door == "" || !g.Source.IsValid() {
+				t.Fatalf("loadState accepted an incomplete grant: %+v", g)
+			}
+		}
+	})
+}
