@@ -15,6 +15,7 @@ const (
 	classNone uint8 = iota
 	classKnock
 	classProtected
+	classSPA
 )
 
 // sequence is one knock sequence compiled for lookup: a door's open
@@ -38,6 +39,15 @@ type progress struct {
 type grant struct {
 	opened int64
 	until  int64
+	// ports has bit i set when the grant covers the door's Open[i]: a
+	// knock opens them all, an SPA packet only those it asked for.
+	ports uint64
+}
+
+// opener is a door that opens a port, and which of its ports it is.
+type opener struct {
+	door int32
+	bit  uint8
 }
 
 // compiled is a policy turned into lookup tables. It is immutable once
@@ -51,8 +61,11 @@ type compiled struct {
 	class   [2][65536]uint8
 	first   [2][65536]int32 // 1 + index into seqs of the sequence this port starts
 	openers [2][65536]int32 // 1 + index into openLists
-	// openLists holds, per protected port, the doors that open it.
-	openLists [][]int32
+	spaAt   [2][65536]int32 // 1 + index into spaLists
+	// openLists holds, per protected port, the doors that open it;
+	// spaLists, per SPA port, the doors that listen there.
+	openLists [][]opener
+	spaLists  [][]int
 	openForNs []int64
 	doorIndex map[string]int
 }
@@ -67,6 +80,7 @@ type Engine struct {
 	c         *compiled
 	progress  table[progress]
 	grants    table[grant]
+	spa       spaState
 	rng       uint64
 	evictions uint64
 }
@@ -92,6 +106,7 @@ func NewEngine(p Policy, now time.Time) (*Engine, error) {
 	e := &Engine{c: c, epoch: now, rng: rand.Uint64() | 1}
 	e.progress = newTable[progress](c.policy.MaxSources, rand.Uint64())
 	e.grants = newTable[grant](c.policy.MaxGrants, rand.Uint64())
+	e.spa = newSPAState(c)
 	return e, nil
 }
 
@@ -102,17 +117,26 @@ func compile(p Policy) (*compiled, error) {
 	if p.MaxGrants <= 0 {
 		p.MaxGrants = DefaultMaxGrants
 	}
-	e := &compiled{policy: p, openLists: [][]int32{nil}, doorIndex: make(map[string]int, len(p.Doors))}
+	if p.MaxReplay <= 0 {
+		p.MaxReplay = DefaultMaxReplay
+	}
+	e := &compiled{policy: p, openLists: [][]opener{nil}, spaLists: [][]int{nil}, doorIndex: make(map[string]int, len(p.Doors))}
 	for di, d := range p.Doors {
 		if _, dup := e.doorIndex[d.Name]; dup {
 			return nil, fmt.Errorf("door %q is defined twice", d.Name)
 		}
 		e.doorIndex[d.Name] = di
-		if len(d.Sequence) == 0 || len(d.Open) == 0 {
-			return nil, fmt.Errorf("door %q needs a sequence and ports to open", d.Name)
+		if (len(d.Sequence) == 0 && d.SPA == nil) || len(d.Open) == 0 {
+			return nil, fmt.Errorf("door %q needs a sequence or an spa block, and ports to open", d.Name)
 		}
-		if d.SequenceTimeout <= 0 || d.OpenFor <= 0 {
+		if len(d.Open) > MaxOpenPorts {
+			return nil, fmt.Errorf("door %q opens %d ports, more than %d", d.Name, len(d.Open), MaxOpenPorts)
+		}
+		if (len(d.Sequence) > 0 && d.SequenceTimeout <= 0) || d.OpenFor <= 0 {
 			return nil, fmt.Errorf("door %q needs a positive sequence_timeout and open_for", d.Name)
+		}
+		if err := e.compileSPA(di, d); err != nil {
+			return nil, err
 		}
 		if len(d.Sequence) > 0xffff || len(d.CloseSequence) > 0xffff {
 			return nil, fmt.Errorf("door %q has a sequence longer than 65535 knocks", d.Name)
@@ -130,6 +154,9 @@ func compile(p Policy) (*compiled, error) {
 				if pi < 0 {
 					return nil, fmt.Errorf("door %q: knock %v has an unsupported protocol", d.Name, k)
 				}
+				if e.class[pi][k.Num] == classSPA {
+					return nil, fmt.Errorf("door %q: %v is both a knock and an SPA port", d.Name, k)
+				}
 				e.class[pi][k.Num] = classKnock
 			}
 			k0 := s.ports[0]
@@ -145,13 +172,16 @@ func compile(p Policy) (*compiled, error) {
 		}
 	}
 	for di, d := range p.Doors {
-		for _, o := range d.Open {
+		for bit, o := range d.Open {
 			pi := protoIndex(o.Proto)
 			if pi < 0 {
 				return nil, fmt.Errorf("door %q: port %v has an unsupported protocol", d.Name, o)
 			}
-			if e.class[pi][o.Num] == classKnock {
+			switch e.class[pi][o.Num] {
+			case classKnock:
 				return nil, fmt.Errorf("door %q: %v is both a knock and a protected port", d.Name, o)
+			case classSPA:
+				return nil, fmt.Errorf("door %q: %v is both an SPA port and a protected port", d.Name, o)
 			}
 			e.class[pi][o.Num] = classProtected
 			li := e.openers[pi][o.Num]
@@ -160,9 +190,11 @@ func compile(p Policy) (*compiled, error) {
 				li = int32(len(e.openLists) - 1)
 				e.openers[pi][o.Num] = li
 			}
-			if !slices.Contains(e.openLists[li], int32(di)) {
-				e.openLists[li] = append(e.openLists[li], int32(di))
+			op := opener{door: int32(di), bit: uint8(bit)}
+			if slices.ContainsFunc(e.openLists[li], func(x opener) bool { return x.door == op.door }) {
+				return nil, fmt.Errorf("door %q opens %v twice", d.Name, o)
 			}
+			e.openLists[li] = append(e.openLists[li], op)
 		}
 	}
 	return e, nil
@@ -233,8 +265,12 @@ func (e *Engine) Decide(p Packet, now time.Time) Decision {
 			d.Verdict, d.Reason, d.Door = Accept, ReasonGranted, door
 		} else {
 			d.Verdict, d.Reason = Drop, ReasonNoGrant
-			d.Door = int(c.openLists[c.openers[pi][p.DstPort]][0])
+			d.Door = int(c.openLists[c.openers[pi][p.DstPort]][0].door)
 		}
+	case classSPA:
+		// SPA packets are dropped like knocks: the port never answers.
+		d.Verdict = Drop
+		e.decideSPA(&d, src, &p, pi, now, t)
 	default:
 		d.Verdict, d.Reason = c.policy.Unprotected, ReasonUnprotected
 	}
@@ -313,21 +349,29 @@ func (e *Engine) complete(d *Decision, src netip.Addr, s *sequence, t int64) {
 		return
 	}
 	d.Reason = ReasonOpened
-	g := e.grants.get(gk)
+	e.grant(gk, t, e.c.openForNs[s.door], ^uint64(0))
+}
+
+// grant opens (or renews) a grant for ports, for dur from t. Renewing a
+// live grant keeps the ports it already covered.
+func (e *Engine) grant(k key, t, dur int64, ports uint64) {
+	g := e.grants.get(k)
 	if g == nil {
 		if e.grants.full() {
 			e.evictGrant(t)
 		}
-		g = e.grants.insert(gk)
+		g = e.grants.insert(k)
+	} else if g.until > t {
+		ports |= g.ports
 	}
-	*g = grant{opened: t, until: t + e.c.openForNs[s.door]}
+	*g = grant{opened: t, until: t + dur, ports: ports}
 }
 
 func (e *Engine) grantFor(src netip.Addr, pi int, port uint16, t int64) int {
 	c := e.c
-	for _, door := range c.openLists[c.openers[pi][port]] {
-		if g := e.grants.get(keyOf(src, int(door))); g != nil && g.until > t {
-			return int(door)
+	for _, op := range c.openLists[c.openers[pi][port]] {
+		if g := e.grants.get(keyOf(src, int(op.door))); g != nil && g.until > t && g.ports&(1<<op.bit) != 0 {
+			return int(op.door)
 		}
 	}
 	return NoDoor
@@ -405,6 +449,9 @@ type Grant struct {
 	Source netip.Addr
 	Opened time.Time
 	Until  time.Time
+	// Ports are the door's ports the grant covers; nil means all of them,
+	// as after a knock.
+	Ports []Port
 }
 
 // Sweep drops timed-out knock progress and expired grants, calling expired
@@ -415,6 +462,7 @@ func (e *Engine) Sweep(now time.Time, expired func(Grant)) {
 	t := e.nanos(now)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.sweepSPA(t)
 	e.progress.sweep(func(_ key, pr *progress) bool {
 		return t-pr.start > e.c.seqs[pr.seq].timeout
 	})
@@ -430,12 +478,46 @@ func (e *Engine) Sweep(now time.Time, expired func(Grant)) {
 }
 
 func (e *Engine) grantOf(k key, g *grant) Grant {
-	return Grant{
-		Door:   e.c.policy.Doors[k.door].Name,
+	door := &e.c.policy.Doors[k.door]
+	out := Grant{
+		Door:   door.Name,
 		Source: k.addr(),
 		Opened: e.epoch.Add(time.Duration(g.opened)),
 		Until:  e.epoch.Add(time.Duration(g.until)),
 	}
+	if g.ports != allPorts(len(door.Open)) && g.ports != ^uint64(0) {
+		for i, p := range door.Open {
+			if g.ports&(1<<i) != 0 {
+				out.Ports = append(out.Ports, p)
+			}
+		}
+	}
+	return out
+}
+
+// allPorts is the mask of a door with n open ports.
+func allPorts(n int) uint64 {
+	if n >= 64 {
+		return ^uint64(0)
+	}
+	return 1<<n - 1
+}
+
+// portMask maps ports to the bits of door's open list; ports the door no
+// longer opens are left out. nil means every port.
+func portMask(door *Door, ports []Port) uint64 {
+	if ports == nil {
+		return ^uint64(0)
+	}
+	var m uint64
+	for _, p := range ports {
+		for i, o := range door.Open {
+			if o == p {
+				m |= 1 << i
+			}
+		}
+	}
+	return m
 }
 
 // Grants returns the live grants, for status reports.

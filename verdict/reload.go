@@ -62,9 +62,19 @@ func (e *Engine) Reload(p Policy, now time.Time) (ended []Grant, err error) {
 			ended = append(ended, e.grantOf(s.k, &s.v))
 			continue
 		}
+		g := s.v
+		if g.ports != ^uint64(0) {
+			// The door's open list may have changed order or content: the
+			// grant keeps the ports it covered that the door still opens.
+			g.ports = portMask(&c.policy.Doors[nd], e.grantOf(s.k, &s.v).Ports)
+			if g.ports == 0 {
+				ended = append(ended, e.grantOf(s.k, &s.v))
+				continue
+			}
+		}
 		k := s.k
 		k.door = uint32(nd)
-		*grants.insert(k) = s.v
+		*grants.insert(k) = g
 	}
 	e.c, e.progress, e.grants = c, progress, grants
 	return ended, nil
@@ -115,7 +125,12 @@ func (e *Engine) Restore(gs []Grant, now time.Time) (restored, skipped int) {
 			}
 			gr = e.grants.insert(k)
 		}
-		*gr = grant{opened: t - int64(now.Sub(g.Opened)), until: t + int64(left)}
+		ports := portMask(&e.c.policy.Doors[di], g.Ports)
+		if ports == 0 {
+			skipped++
+			continue
+		}
+		*gr = grant{opened: t - int64(now.Sub(g.Opened)), until: t + int64(left), ports: ports}
 		restored++
 	}
 	return restored, skipped

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/knockgate/knockgate/verdict/spa"
 )
 
 // Proto is a transport protocol a door can name. The values are the IANA
@@ -137,6 +139,25 @@ const (
 	ReasonNotAllowed
 	// ReasonMalformed: the packet could not be parsed (set by the caller).
 	ReasonMalformed
+	// ReasonSPAInvalid: a packet to an SPA port that is not a valid SPA
+	// packet for any door there: bad length or alphabet, no door's HMAC
+	// matches, or it does not decrypt and parse.
+	ReasonSPAInvalid
+	// ReasonSPAReplay: an SPA packet seen before.
+	ReasonSPAReplay
+	// ReasonSPARateLimited: the source sent SPA packets faster than the
+	// per-source limit; the packet was not even checked.
+	ReasonSPARateLimited
+	// ReasonSPAStale: a valid SPA packet whose timestamp is outside max_age.
+	ReasonSPAStale
+	// ReasonSPASource: a valid SPA packet whose allow IP is not its source
+	// (or is 0.0.0.0) while the door does not allow any source.
+	ReasonSPASource
+	// ReasonSPAPorts: a valid SPA packet asking for a port the door does
+	// not open.
+	ReasonSPAPorts
+	// ReasonSPACommand: a valid SPA command message; knockgate runs none.
+	ReasonSPACommand
 	numReasons
 )
 
@@ -151,6 +172,13 @@ var reasonNames = [numReasons]string{
 	ReasonClosed:          "closed",
 	ReasonNotAllowed:      "not_allowed",
 	ReasonMalformed:       "malformed",
+	ReasonSPAInvalid:      "spa_invalid",
+	ReasonSPAReplay:       "spa_replay",
+	ReasonSPARateLimited:  "spa_rate_limited",
+	ReasonSPAStale:        "spa_stale",
+	ReasonSPASource:       "spa_source",
+	ReasonSPAPorts:        "spa_ports",
+	ReasonSPACommand:      "spa_command",
 }
 
 func (r Reason) String() string {
@@ -183,18 +211,46 @@ type Decision struct {
 	Reset int
 }
 
-// Door is one compiled door: a sequence that opens protected ports.
+// Door is one compiled door: a knock sequence or an SPA port (or both)
+// that opens protected ports.
 type Door struct {
-	Name            string
+	Name string
+	// Sequence is the knock sequence; it may be empty when SPA is set.
 	Sequence        []Port
 	SequenceTimeout time.Duration
 	// CloseSequence, when set, revokes the source's grant at once.
 	CloseSequence []Port
 	Open          []Port
 	OpenFor       time.Duration
-	// AllowFrom limits who may knock; empty means anyone.
+	// AllowFrom limits who may knock or send SPA packets; empty means
+	// anyone.
 	AllowFrom []netip.Prefix
+	// SPA, when set, opens the door with Single Packet Authorization.
+	SPA *SPA
 }
+
+// SPA is a door's Single Packet Authorization: fwknop-compatible packets
+// (verdict/spa) sent to Port.
+type SPA struct {
+	// Port is where SPA packets arrive, a UDP port. Several doors may share
+	// it with different keys; the HMAC picks the door.
+	Port Port
+	Keys spa.Keys
+	// MaxAge is how far a packet's timestamp may be from now, either way.
+	MaxAge time.Duration
+	// MaxOpenFor is the longest grant a client-timeout message may ask
+	// for; zero means the door's OpenFor.
+	MaxOpenFor time.Duration
+	// AnySource lets a packet open the door for an address other than its
+	// own source, including fwknop's 0.0.0.0 ("my source", client -s).
+	// Off by default: a sniffed packet could then be replayed first from
+	// elsewhere.
+	AnySource bool
+}
+
+// MaxOpenPorts is the most ports one door may open: a grant records which
+// of them it covers in a 64-bit mask.
+const MaxOpenPorts = 64
 
 // Policy is what the engine enforces. rules.Load builds it from HCL.
 type Policy struct {
@@ -205,6 +261,11 @@ type Policy struct {
 	MaxSources int
 	// MaxGrants caps the live grants (one per source and door).
 	MaxGrants int
+	// MaxReplay caps the remembered SPA packets. Each is kept only as long
+	// as it could still pass its door's max_age, so the cache holds at
+	// most rate × window entries; the cap bounds memory against a flood of
+	// valid packets.
+	MaxReplay int
 }
 
 // Defaults for the caps, chosen so the tables of a default policy stay
@@ -212,4 +273,5 @@ type Policy struct {
 const (
 	DefaultMaxSources = 100_000
 	DefaultMaxGrants  = 10_000
+	DefaultMaxReplay  = 100_000
 )
