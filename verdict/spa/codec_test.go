@@ -396,7 +396,23 @@ func TestFields(t *testing.T) {
 		{"no ports", head + user + ":1795268229:3.0.0:1:" + b64("1.2.3.4,"), ErrFields, nil},
 		{"trailing comma", head + user + ":1795268229:3.0.0:1:" + b64("1.2.3.4,tcp/22,"), ErrFields, nil},
 		{"allow IP hostname", head + user + ":1795268229:3.0.0:1:" + b64("example.com,tcp/22"), ErrFields, nil},
-		{"allow IP IPv6", head + user + ":1795268229:3.0.0:1:" + b64("::1,tcp/22"), ErrFields, nil},
+		{"allow IP IPv6 (knockgate's extension)", head + user + ":1795268229:3.0.0:1:" + b64("::1,tcp/22"), nil, func(m *Message) bool { return m.AllowIP == netip.IPv6Loopback() }},
+		{"allow IP IPv6, 39 characters", head + user + ":1795268229:3.0.0:1:" + b64("2001:0db8:0000:0000:0000:ff00:0042:8329,tcp/22"), nil, func(m *Message) bool {
+			return m.AllowIP == netip.MustParseAddr("2001:db8::ff00:42:8329")
+		}},
+		{"allow IP IPv6 upper case", head + user + ":1795268229:3.0.0:3:" + b64("2001:DB8::A,tcp/22,udp/53") + ":60", nil, func(m *Message) bool {
+			return m.AllowIP == netip.MustParseAddr("2001:db8::a") && len(m.Ports) == 2 && m.ClientTimeout == 60
+		}},
+		{"allow IP IPv6 command", head + user + ":1795268229:3.0.0:0:" + b64("2001:db8::1,uptime"), nil, func(m *Message) bool { return m.Command == "uptime" && m.AllowIP.Is6() }},
+		{"allow IP IPv6 unspecified", head + user + ":1795268229:3.0.0:1:" + b64("::,tcp/22"), ErrFields, nil},
+		{"allow IP IPv4-mapped dotted", head + user + ":1795268229:3.0.0:1:" + b64("::ffff:1.2.3.4,tcp/22"), ErrFields, nil},
+		{"allow IP IPv4-mapped hex", head + user + ":1795268229:3.0.0:1:" + b64("::ffff:102:304,tcp/22"), ErrFields, nil},
+		{"allow IP IPv4-compatible dotted", head + user + ":1795268229:3.0.0:1:" + b64("::1.2.3.4,tcp/22"), ErrFields, nil},
+		{"allow IP IPv6 zone", head + user + ":1795268229:3.0.0:1:" + b64("fe80::1%eth0,tcp/22"), ErrFields, nil},
+		{"allow IP IPv6 brackets", head + user + ":1795268229:3.0.0:1:" + b64("[2001:db8::1],tcp/22"), ErrFields, nil},
+		{"allow IP IPv6 two ::", head + user + ":1795268229:3.0.0:1:" + b64("2001:db8::1::2,tcp/22"), ErrFields, nil},
+		{"allow IP IPv6 40 characters", head + user + ":1795268229:3.0.0:1:" + b64("2001:0db8:0000:0000:0000:ff00:0042:08329,tcp/22"), ErrFields, nil},
+		{"allow IP IPv6 nine groups", head + user + ":1795268229:3.0.0:1:" + b64("1:2:3:4:5:6:7:8:9,tcp/22"), ErrFields, nil},
 		{"allow IP 4 octets > 255", head + user + ":1795268229:3.0.0:1:" + b64("1.2.3.256,tcp/22"), ErrFields, nil},
 		{"allow IP leading zero", head + user + ":1795268229:3.0.0:1:" + b64("01.2.3.4,tcp/22"), ErrFields, nil},
 		{"message 192 bytes (§15.9)", head + user + ":1795268229:3.0.0:1:" + b64("1.2.3.4"+strings.Repeat(",tcp/22", 25)+",tcp/12345"), nil, func(m *Message) bool { return len(m.Access) == 192 }},
@@ -529,6 +545,30 @@ func TestLongPayload(t *testing.T) {
 	checkSame(t, m, got)
 }
 
+// TestRoundTripIPv6 covers knockgate's one extension of the format: an
+// IPv6 allow IP is written by Encode and read back by Decode, for every
+// message type.
+func TestRoundTripIPv6(t *testing.T) {
+	for _, ip := range []string{"2001:db8:1::10", "::1", "fe80::1", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"} {
+		for typ := range numTypes {
+			m := testMessage(typ)
+			m.AllowIP = netip.MustParseAddr(ip)
+			p, err := EncodeRandom(m, k1(), rand.Reader)
+			if err != nil {
+				t.Fatalf("%s/%v: Encode: %v", ip, typ, err)
+			}
+			got, err := Decode(p, k1())
+			if err != nil {
+				t.Fatalf("%s/%v: Decode: %v", ip, typ, err)
+			}
+			checkSame(t, m, got)
+			if want := ip + ","; !strings.HasPrefix(got.Access, want) {
+				t.Fatalf("%s/%v: access %q does not start with %q", ip, typ, got.Access, want)
+			}
+		}
+	}
+}
+
 func TestEncodeRefuses(t *testing.T) {
 	k := k1()
 	for name, mod := range map[string]func(*Message){
@@ -546,7 +586,9 @@ func TestEncodeRefuses(t *testing.T) {
 		"no ports":                       func(m *Message) { m.Ports = nil },
 		"icmp":                           func(m *Message) { m.Access = "1.2.3.4,icmp/0" },
 		"no allow IP":                    func(m *Message) { m.AllowIP = netip.Addr{} },
-		"IPv6 allow IP":                  func(m *Message) { m.AllowIP = netip.MustParseAddr("2001:db8::1") },
+		"IPv4-mapped allow IP":           func(m *Message) { m.AllowIP = netip.MustParseAddr("::ffff:192.0.2.1") },
+		"unspecified IPv6 allow IP":      func(m *Message) { m.AllowIP = netip.IPv6Unspecified() },
+		"allow IP with a zone":           func(m *Message) { m.AllowIP = netip.MustParseAddr("fe80::1%eth0") },
 		"unknown type":                   func(m *Message) { m.Type = numTypes },
 		"unknown digest":                 func(m *Message) { m.Digest = numDigests },
 		"message over 192 bytes (§15.9)": func(m *Message) { m.Access = "1.2.3.4" + strings.Repeat(",tcp/22", 27) },

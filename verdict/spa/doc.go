@@ -24,4 +24,21 @@
 // fields (ErrFields; a plaintext with non-printable bytes fails this way
 // before its digest is checked). GPG-encrypted SPA (spec §12) is out of
 // scope.
+//
+// # The one extension: IPv6 allow IPs
+//
+// In exactly one place this package leaves fwknop's format: the allow IP at
+// the head of the message field may be an IPv6 address as well as
+// fwknop's dotted quad (spec §3.3 allows only the latter). fwknop 2.6 has
+// no way to ask for access for an IPv6 source, while knockgate gates both
+// families; knockgate's own client ("knockgate spa") writes the IPv6
+// address it sends from. The address is hex digits and colons only (no
+// zone, no dotted or IPv4-mapped form, not "::"), so an IPv4 client is
+// always written as a dotted quad and each address has one spelling.
+//
+// Compatibility is unaffected in both directions. The stock client never
+// writes an IPv6 allow IP, so everything it sends decodes exactly as
+// before, and every payload it can send is still accepted (the 41 vectors
+// pass unchanged). A packet with an IPv6 allow IP is refused by fwknopd and
+// libfko, which is expected: only a knockgate server is meant to read one.
 package spa

@@ -98,7 +98,7 @@ func checkMessage(t *testing.T, m *Message) {
 	t.Helper()
 	ok := len(m.Random) == randomLen && allDigits(m.Random) &&
 		m.Type.valid() && m.Digest.valid() && m.Username != "" &&
-		m.AllowIP.Is4() && m.Access != "" &&
+		(m.AllowIP.Is4() || m.AllowIP.Is6() && !m.AllowIP.Is4In6() && m.AllowIP.Zone() == "" && !m.AllowIP.IsUnspecified()) && m.Access != "" &&
 		(m.Type == TypeCommand) == (m.Command != "") &&
 		(m.Type == TypeCommand) == (len(m.Ports) == 0) &&
 		m.Type.HasNAT() == (m.NAT != "") && (m.NATHost != "") == (m.NAT != "") && (m.NATPort != 0) == (m.NAT != "") &&

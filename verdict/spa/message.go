@@ -128,6 +128,8 @@ type Message struct {
 	// AllowIP is the address to open the gate for. 0.0.0.0 (client -s)
 	// means "the packet's source address" and is open to a man in the
 	// middle; fwknopd refuses it under REQUIRE_SOURCE_ADDRESS (spec §3.3).
+	// It may also be an IPv6 address, which only knockgate's own client
+	// sends (see the package comment); never an IPv4-mapped one.
 	AllowIP netip.Addr
 	// Ports are the requested ports, for every type but TypeCommand. Only
 	// tcp and udp pass libfko's validator.
@@ -405,16 +407,45 @@ func parseAccess(msg string, m *Message) error {
 	return nil
 }
 
-// parseAllowIP accepts a dotted-quad IPv4 address, 7–15 characters. It is
-// stricter than libfko's inet_aton about leading zeros, which the stock
-// client never writes.
+// parseAllowIP accepts fwknop's dotted-quad IPv4 address, 7–15
+// characters, and, as knockgate's one extension of the format, an IPv6
+// address (see the package comment).
+//
+// The IPv4 form is stricter than libfko's inet_aton about leading zeros,
+// which the stock client never writes. The IPv6 form is hex digits and
+// colons only, so no zone ("%eth0"), no embedded dotted quad and therefore
+// no IPv4-mapped address: an IPv4 client says so in the dotted form, and
+// each address has exactly one family here. "::" is refused: fwknop's
+// "use my source address" is 0.0.0.0, and giving "::" the same meaning
+// would add a second spelling of that weaker request.
 func parseAllowIP(s string) (netip.Addr, error) {
+	if strings.Contains(s, ":") {
+		return parseAllowIPv6(s)
+	}
 	if len(s) < 7 || len(s) > 15 || strings.Count(s, ".") != 3 || strings.Trim(s, "0123456789.") != "" {
-		return netip.Addr{}, fmt.Errorf("allow IP %q is not a dotted-quad IPv4 address", s)
+		return netip.Addr{}, fmt.Errorf("allow IP %q is not a dotted-quad IPv4 address or an IPv6 address", s)
 	}
 	ip, err := netip.ParseAddr(s)
 	if err != nil || !ip.Is4() {
 		return netip.Addr{}, fmt.Errorf("allow IP %q is not a dotted-quad IPv4 address", s)
+	}
+	return ip, nil
+}
+
+// maxIPv6Len is the longest IPv6 text without a zone or a dotted quad:
+// eight groups of four hex digits and seven colons.
+const maxIPv6Len = 39
+
+func parseAllowIPv6(s string) (netip.Addr, error) {
+	if len(s) < 2 || len(s) > maxIPv6Len || strings.Trim(s, "0123456789abcdefABCDEF:") != "" {
+		return netip.Addr{}, fmt.Errorf("allow IP %q is not an IPv6 address of hex digits and colons", s)
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil || !ip.Is6() || ip.Is4In6() {
+		return netip.Addr{}, fmt.Errorf("allow IP %q is not an IPv6 address", s)
+	}
+	if ip.IsUnspecified() {
+		return netip.Addr{}, fmt.Errorf("allow IP %q: the unspecified IPv6 address is refused; 0.0.0.0 asks for the packet's source", s)
 	}
 	return ip, nil
 }
