@@ -1,0 +1,136 @@
+package metrics
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+func TestHandler(t *testing.T) {
+	m := New("v9", Sources{ProcPath: "testdata/does-not-exist"})
+	var ready atomic.Bool
+	srv := httptest.NewServer(m.Handler(ready.Load))
+	defer srv.Close()
+
+	if code, body := get(t, srv.URL+"/metrics"); code != 200 || !strings.Contains(body, `knockgate_build_info{goversion="`) ||
+		!strings.Contains(body, `version="v9"} 1`) || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics: %d\n%s", code, body)
+	}
+	if code, body := get(t, srv.URL+"/-/healthy"); code != 200 || body != "ok\n" {
+		t.Errorf("/-/healthy: %d %q", code, body)
+	}
+	if code, _ := get(t, srv.URL+"/-/ready"); code != http.StatusServiceUnavailable {
+		t.Errorf("/-/ready before ready: %d, want 503", code)
+	}
+	ready.Store(true)
+	if code, _ := get(t, srv.URL+"/-/ready"); code != 200 {
+		t.Errorf("/-/ready when ready: %d, want 200", code)
+	}
+	if code, _ := get(t, srv.URL+"/"); code != http.StatusNotFound {
+		t.Errorf("/: %d, want 404", code)
+	}
+	resp, err := http.Post(srv.URL+"/-/healthy", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /-/healthy: %d, want 405", resp.StatusCode)
+	}
+
+	// A nil ready func means always ready.
+	srv2 := httptest.NewServer(m.Handler(nil))
+	defer srv2.Close()
+	if code, _ := get(t, srv2.URL+"/-/ready"); code != 200 {
+		t.Errorf("/-/ready with nil func: %d, want 200", code)
+	}
+}
+
+func TestServeBadAddress(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:99999", "no-such-host.invalid:1", "127.0.0.1"} {
+		if err := Serve(t.Context(), addr, http.NotFoundHandler(), nil); err == nil {
+			t.Errorf("Serve(%q) = nil, want an error", addr)
+		}
+	}
+	// An address in use is refused at once, not later in the background.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := Serve(t.Context(), ln.Addr().String(), http.NotFoundHandler(), nil); err == nil {
+		t.Error("Serve on a port in use = nil, want an error")
+	}
+}
+
+// syncBuffer is a bytes.Buffer the server's goroutines may log to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func TestServeStopsWithContext(t *testing.T) {
+	m := New("v9", Sources{ProcPath: "testdata/does-not-exist"})
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if err := Serve(ctx, "127.0.0.1:0", m.Handler(nil), slog.New(slog.NewJSONHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	// Serve logs the address it bound, which is how port 0 is found.
+	logs.mu.Lock()
+	var line struct{ Addr string }
+	err := json.Unmarshal(bytes.SplitN(logs.b.Bytes(), []byte("\n"), 2)[0], &line)
+	logs.mu.Unlock()
+	if err != nil || line.Addr == "" {
+		t.Fatalf("no address in the log: %v", err)
+	}
+	if code, _ := get(t, "http://"+line.Addr+"/-/healthy"); code != 200 {
+		t.Fatalf("/-/healthy: %d", code)
+	}
+	http.DefaultClient.CloseIdleConnections()
+
+	cancel()
+	deadline := time.Now().Add(shutdownGrace + 5*time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", line.Addr, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still listening after the context was cancelled")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
