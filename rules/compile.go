@@ -40,6 +40,7 @@ type rawGate struct {
 	Unprotected *hcl.Attribute `hcl:"unprotected,optional"`
 	MaxSources  *hcl.Attribute `hcl:"max_sources,optional"`
 	MaxGrants   *hcl.Attribute `hcl:"max_grants,optional"`
+	MaxReplay   *hcl.Attribute `hcl:"max_replay,optional"`
 	StateFile   *hcl.Attribute `hcl:"state_file,optional"`
 	Control     *hcl.Attribute `hcl:"control_socket,optional"`
 }
@@ -55,6 +56,22 @@ type rawDoor struct {
 	OpenFor         *hcl.Attribute `hcl:"open_for,optional"`
 	CloseSequence   *hcl.Attribute `hcl:"close_sequence,optional"`
 	AllowFrom       *hcl.Attribute `hcl:"allow_from,optional"`
+	// SPA is decoded in two steps (spaBlock), so its own range is known.
+	SPA *struct {
+		Body hcl.Body `hcl:",remain"`
+	} `hcl:"spa,block"`
+}
+
+type rawSPA struct {
+	Port           *hcl.Attribute `hcl:"port,optional"`
+	KeyBase64      *hcl.Attribute `hcl:"key_base64,optional"`
+	HMACKeyBase64  *hcl.Attribute `hcl:"hmac_key_base64,optional"`
+	KeysFile       *hcl.Attribute `hcl:"keys_file,optional"`
+	HMACDigest     *hcl.Attribute `hcl:"hmac_digest,optional"`
+	Mode           *hcl.Attribute `hcl:"encryption_mode,optional"`
+	MaxAge         *hcl.Attribute `hcl:"max_age,optional"`
+	MaxOpenFor     *hcl.Attribute `hcl:"max_open_for,optional"`
+	AllowAnySource *hcl.Attribute `hcl:"allow_any_source,optional"`
 }
 
 // maxCap bounds max_sources and max_grants. The engine allocates its tables
@@ -66,6 +83,9 @@ const maxCap = 10_000_000
 // compiler collects diagnostics while it builds a Policy, so that one run
 // reports every problem.
 type compiler struct {
+	// dir is the policy file's directory, against which relative paths
+	// (keys_file) are read.
+	dir string
 	src   []byte
 	diags hcl.Diagnostics
 }
@@ -94,6 +114,8 @@ type doorSrc struct {
 	// closeIsSeq is set when close_sequence repeats sequence, which is
 	// reported once as such rather than again as a shared first knock.
 	closeIsSeq bool
+	// spaPort is where the spa block names its port, when it is valid.
+	spaPort *hcl.Range
 }
 
 // portList is a parsed list of ports with each element's range.
@@ -119,6 +141,7 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 			Unprotected: DefaultUnprotected,
 			MaxSources:  verdict.DefaultMaxSources,
 			MaxGrants:   verdict.DefaultMaxGrants,
+			MaxReplay:   verdict.DefaultMaxReplay,
 		},
 		Queue:         DefaultQueue,
 		StateFile:     DefaultStateFile,
@@ -173,6 +196,7 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 	}
 	c.firstKnocks(doors)
 	c.knockOrOpen(doors)
+	c.spaPorts(doors)
 	for _, d := range doors {
 		p.Doors = append(p.Doors, d.door)
 	}
@@ -209,6 +233,11 @@ func (c *compiler) gate(b *hcl.Block, p *Policy) {
 	if present(raw.MaxGrants) {
 		if n, ok := c.whole(raw.MaxGrants, 1, maxCap, capDetail); ok {
 			p.MaxGrants = int(n)
+		}
+	}
+	if present(raw.MaxReplay) {
+		if n, ok := c.whole(raw.MaxReplay, 1, maxCap, capDetail); ok {
+			p.MaxReplay = int(n)
 		}
 	}
 	if present(raw.StateFile) {
@@ -272,11 +301,16 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 	}
 	var raw rawDoor
 	c.diags = append(c.diags, gohcl.DecodeBody(b.Body, nil, &raw)...)
+	if raw.SPA != nil {
+		d.door.SPA, d.spaPort = c.spaBlock(name, b, raw.SPA.Body)
+	}
 
-	if !present(raw.Sequence) {
+	if !present(raw.Sequence) && raw.SPA == nil {
 		c.errorf(b.DefRange.Ptr(), nil,
-			`A door opens for a sequence of knocks, such as sequence = ["tcp/7000", "udp/8000", "tcp/9000"].`,
+			`A door opens for a sequence of knocks, such as sequence = ["tcp/7000", "udp/8000", "tcp/9000"], or for an spa block.`,
 			"door %q has no sequence", name)
+	} else if !present(raw.Sequence) {
+		// An SPA door needs no knocks.
 	} else if l, ok := c.ports(name, raw.Sequence); ok {
 		if len(l.ports) == 0 {
 			c.errorf(raw.Sequence.Expr.Range().Ptr(), &raw.Sequence.Range,

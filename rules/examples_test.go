@@ -73,12 +73,16 @@ func TestReferenceMentionsEverySetting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []any{rawGate{}, rawMetrics{}, rawDoor{}} {
+	for _, v := range []any{rawGate{}, rawMetrics{}, rawDoor{}, rawSPA{}} {
 		ty := reflect.TypeOf(v)
 		for i := range ty.NumField() {
-			name, _, _ := strings.Cut(ty.Field(i).Tag.Get("hcl"), ",")
+			name, kind, _ := strings.Cut(ty.Field(i).Tag.Get("hcl"), ",")
 			// Optional settings with no default appear commented out.
-			re := regexp.MustCompile(`(?m)^\s*(# )?` + regexp.QuoteMeta(name) + `\s*=`)
+			after := `\s*=`
+			if kind == "block" {
+				after = `\s*\{`
+			}
+			re := regexp.MustCompile(`(?m)^\s*(#\s*)?` + regexp.QuoteMeta(name) + after)
 			if !re.Match(src) {
 				t.Errorf("reference.hcl does not show %s", name)
 			}

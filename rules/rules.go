@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -70,7 +71,7 @@ func Parse(src []byte, filename string) (*Policy, error) {
 	if diags.HasErrors() {
 		return nil, newError(diags, parser.Files())
 	}
-	c := compiler{src: src}
+	c := compiler{src: src, dir: filepath.Dir(filename)}
 	p := c.compile(file.Body)
 	diags = append(diags, c.diags...)
 	if diags.HasErrors() {

@@ -198,6 +198,9 @@ door "b" {
 			if tt.want.MetricsListen == "" {
 				tt.want.MetricsListen = DefaultMetricsListen
 			}
+			if tt.want.MaxReplay == 0 {
+				tt.want.MaxReplay = verdict.DefaultMaxReplay
+			}
 			if !reflect.DeepEqual(*got, tt.want) {
 				t.Errorf("Parse gave\n%+v\nwant\n%+v", *got, tt.want)
 			}

@@ -27,6 +27,12 @@ gate {
   # same way. At least 1.
   max_grants = 10000
 
+  # The most SPA packets remembered against replay. Each is kept only as
+  # long as its timestamp could still pass its door's max_age, so the cache
+  # holds about rate x window packets; the cap bounds memory even against a
+  # flood of valid packets. At least 1.
+  max_replay = 100000
+
   # Where grants are saved, so that a restart (a crash included) keeps them
   # and they still expire on time. Written atomically (a temporary file,
   # then a rename) whenever a grant opens or ends. A file that cannot be
@@ -84,4 +90,38 @@ door "ssh" {
   # may knock. An empty list is refused rather than read as "anyone". Host
   # bits are masked off, so "198.51.100.7/24" means 198.51.100.0/24.
   # allow_from = ["198.51.100.0/24", "2001:db8::/32"]
+
+  # Single Packet Authorization: the door also opens for one encrypted,
+  # authenticated UDP packet from the stock fwknop client (2.6.x) or
+  # `knockgate spa`. A door may have a sequence, an spa block, or both. See
+  # contrib/examples/spa.hcl for a door with SPA alone.
+  # spa {
+  #   # Where SPA packets arrive: a UDP port, dropped and never answered.
+  #   # Several doors may share one; the HMAC tells which door a packet is for.
+  #   port = "udp/62201"
+  #
+  #   # The keys, as `knockgate keygen` or `fwknop --key-gen` print them.
+  #   # HMAC is mandatory. Either inline:
+  #   key_base64      = "..."
+  #   hmac_key_base64 = "..."
+  #   # or, instead of those two, from a file holding the KEY_BASE64: and
+  #   # HMAC_KEY_BASE64: lines (relative paths: from the policy's directory):
+  #   keys_file = "/etc/knockgate/ssh.keys"
+  #
+  #   # As the client's --hmac-digest-type and --encryption-mode.
+  #   hmac_digest     = "sha256"
+  #   encryption_mode = "cbc"
+  #
+  #   # How far a packet's timestamp may be from our clock, either way.
+  #   max_age = "120s"
+  #
+  #   # A client-timeout message (fwknop -f) may ask for a grant up to this
+  #   # long; by default, up to open_for.
+  #   max_open_for = "5m"
+  #
+  #   # Let a packet open the door for an address other than its source,
+  #   # including fwknop's -s (0.0.0.0). Off: a sniffed packet could then be
+  #   # used first from elsewhere.
+  #   allow_any_source = false
+  # }
 }
