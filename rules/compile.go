@@ -85,7 +85,7 @@ const maxCap = 10_000_000
 type compiler struct {
 	// dir is the policy file's directory, against which relative paths
 	// (keys_file) are read.
-	dir string
+	dir   string
 	src   []byte
 	diags hcl.Diagnostics
 }
