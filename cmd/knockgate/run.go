@@ -64,7 +64,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	q, err := gate.Open(gate.Config{Queue: pol.Queue, Logger: logger, Observe: d.observe})
+	q, err := gate.Open(gate.Config{Queue: pol.Queue, CopyRange: copyRange(pol.Policy), Logger: logger, Observe: d.observe})
 	if err != nil {
 		return err
 	}
@@ -80,6 +80,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		},
 	})
 	d.m.SetDoors(doorNames(pol.Policy))
+	d.m.Reloaded(true, time.Now())
 	ready := func() bool {
 		select {
 		case <-q.Ready():
@@ -159,6 +160,19 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("invalid --log-format %q: want text or json", format)
 }
 
+// copyRange is how much of each packet the kernel copies to us: the
+// headers for knocks, and whole datagrams when SPA payloads must be read.
+// It is fixed when the queue is bound, so a reload that adds the first SPA
+// door needs a restart; the daemon says so.
+func copyRange(p verdict.Policy) uint32 {
+	for _, d := range p.Doors {
+		if d.SPA != nil {
+			return 2048 // fwknop payloads stay well under a 1500-byte MTU
+		}
+	}
+	return gate.DefaultCopyRange
+}
+
 func doorNames(p verdict.Policy) []string {
 	names := make([]string, len(p.Doors))
 	for i, d := range p.Doors {
@@ -221,6 +235,13 @@ func (d *daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Durat
 		d.log.Info("grant revoked", "door", d.doorName(dec.Door), "source", p.Src.String(), "by", "close_sequence")
 		d.markDirty()
 		return
+	case verdict.ReasonSPAStale, verdict.ReasonSPASource, verdict.ReasonSPAPorts, verdict.ReasonSPACommand:
+		// An authenticated packet that was refused: it is in the replay
+		// cache now, which the state file must keep; and an operator
+		// wants to know that a key holder was turned away.
+		d.log.Warn("SPA packet refused", "door", d.doorName(dec.Door), "source", p.Src.String(), "reason", dec.Reason.String())
+		d.markDirty()
+		return
 	}
 	if !d.log.Enabled(context.Background(), slog.LevelDebug) {
 		return
@@ -230,7 +251,8 @@ func (d *daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Durat
 			"packet", verdict.Port{Proto: p.Proto, Num: p.DstPort}.String())
 	}
 	switch dec.Reason {
-	case verdict.ReasonKnock, verdict.ReasonNotAllowed, verdict.ReasonKnockRetransmit, verdict.ReasonKnockWrong:
+	case verdict.ReasonKnock, verdict.ReasonNotAllowed, verdict.ReasonKnockRetransmit, verdict.ReasonKnockWrong,
+		verdict.ReasonSPAInvalid, verdict.ReasonSPAReplay, verdict.ReasonSPARateLimited:
 		d.log.Debug("knock", "door", d.doorName(dec.Door), "source", p.Src.String(), "reason", dec.Reason.String(),
 			"packet", verdict.Port{Proto: p.Proto, Num: p.DstPort}.String())
 	}
@@ -290,7 +312,7 @@ func (d *daemon) save() {
 		return
 	}
 	now := time.Now()
-	if err := saveState(path, d.eng.Grants(now), now); err != nil {
+	if err := saveState(path, state{d.eng.Grants(now), d.eng.ReplayEntries(now)}, now); err != nil {
 		d.log.Error("failed to save grants; they will not survive a restart", "err", err)
 	}
 }
@@ -316,8 +338,12 @@ func (d *daemon) restore(now time.Time) {
 		d.log.Error("state file unusable; starting with no grants", attrs...)
 		return
 	}
-	restored, skipped := d.eng.Restore(saved, now)
-	d.log.Info("grants restored", "state_file", path, "restored", restored, "skipped", skipped)
+	restored, skipped := d.eng.Restore(saved.grants, now)
+	replay, err := d.eng.RestoreReplay(saved.replay, now)
+	if err != nil {
+		d.log.Warn("not every used SPA packet fits the replay cache", "err", err, "restored", replay)
+	}
+	d.log.Info("grants restored", "state_file", path, "restored", restored, "skipped", skipped, "spa_replay", replay)
 }
 
 // reload re-reads the policy and swaps it in. An invalid policy is refused
@@ -342,9 +368,10 @@ func (d *daemon) reload(by string) (*reloadOutcome, error) {
 		return fail(fmt.Errorf("failed to compile policy %s: %w", d.path, err))
 	}
 	for what, changed := range map[string]bool{
-		"queue":          pol.Queue != d.pol.Queue,
-		"metrics listen": pol.MetricsListen != d.pol.MetricsListen,
-		"control_socket": pol.ControlSocket != d.pol.ControlSocket,
+		"queue":            pol.Queue != d.pol.Queue,
+		"metrics listen":   pol.MetricsListen != d.pol.MetricsListen,
+		"control_socket":   pol.ControlSocket != d.pol.ControlSocket,
+		"spa (copy range)": copyRange(pol.Policy) > copyRange(d.pol.Policy),
 	} {
 		if changed {
 			d.log.Warn("a changed setting takes effect at the next restart", "setting", what)

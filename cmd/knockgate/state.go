@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +25,9 @@ type stateDoc struct {
 	Version int          `json:"version"`
 	Saved   time.Time    `json:"saved"`
 	Grants  []stateGrant `json:"grants"`
+	// Replay holds the SPA packets already used, so that one captured
+	// before a restart cannot be replayed after it.
+	Replay []stateReplay `json:"replay,omitempty"`
 }
 
 type stateGrant struct {
@@ -31,15 +35,36 @@ type stateGrant struct {
 	Source netip.Addr `json:"source"`
 	Opened time.Time  `json:"opened"`
 	Until  time.Time  `json:"until"`
+	// Ports, when set, are the only ports of the door the grant covers
+	// (an SPA grant); absent means all of them.
+	Ports []string `json:"ports,omitempty"`
+}
+
+type stateReplay struct {
+	Key   string    `json:"key"` // hex of the first 20 bytes of the packet's SHA-256
+	Until time.Time `json:"until"`
+}
+
+// state is what the daemon saves and restores.
+type state struct {
+	grants []verdict.Grant
+	replay []verdict.ReplayEntry
 }
 
 // saveState writes the grants atomically: a temporary file in the same
 // directory, synced, then renamed over the old one, so a crash at any
 // moment leaves either the old file or the new one, never half of one.
-func saveState(path string, grants []verdict.Grant, now time.Time) error {
-	doc := stateDoc{Version: stateVersion, Saved: now.Round(0), Grants: make([]stateGrant, 0, len(grants))}
-	for _, g := range grants {
-		doc.Grants = append(doc.Grants, stateGrant{g.Door, g.Source, g.Opened.Round(0), g.Until.Round(0)})
+func saveState(path string, st state, now time.Time) error {
+	doc := stateDoc{Version: stateVersion, Saved: now.Round(0), Grants: make([]stateGrant, 0, len(st.grants))}
+	for _, g := range st.grants {
+		sg := stateGrant{Door: g.Door, Source: g.Source, Opened: g.Opened.Round(0), Until: g.Until.Round(0)}
+		for _, p := range g.Ports {
+			sg.Ports = append(sg.Ports, p.String())
+		}
+		doc.Grants = append(doc.Grants, sg)
+	}
+	for _, r := range st.replay {
+		doc.Replay = append(doc.Replay, stateReplay{Key: hex.EncodeToString(r.Key[:]), Until: r.Until.Round(0)})
 	}
 	b, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
@@ -83,29 +108,50 @@ var errCorruptState = errors.New("corrupt state file")
 
 // loadState reads the saved grants. A missing file is no error: there is
 // simply nothing to restore.
-func loadState(path string) ([]verdict.Grant, error) {
+func loadState(path string) (state, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return state{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("failed to read state file %s: %w", path, err)
+		return state{}, fmt.Errorf("failed to read state file %s: %w", path, err)
 	}
 	var doc stateDoc
 	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("%w %s: %w", errCorruptState, path, err)
+		return state{}, fmt.Errorf("%w %s: %w", errCorruptState, path, err)
 	}
 	if doc.Version != stateVersion {
-		return nil, fmt.Errorf("%w %s: version %d, want %d", errCorruptState, path, doc.Version, stateVersion)
+		return state{}, fmt.Errorf("%w %s: version %d, want %d", errCorruptState, path, doc.Version, stateVersion)
 	}
-	grants := make([]verdict.Grant, 0, len(doc.Grants))
+	var st state
 	for i, g := range doc.Grants {
 		if g.Door == "" || !g.Source.IsValid() || g.Until.IsZero() {
-			return nil, fmt.Errorf("%w %s: grant %d is incomplete", errCorruptState, path, i)
+			return state{}, fmt.Errorf("%w %s: grant %d is incomplete", errCorruptState, path, i)
 		}
-		grants = append(grants, verdict.Grant{Door: g.Door, Source: g.Source, Opened: g.Opened, Until: g.Until})
+		vg := verdict.Grant{Door: g.Door, Source: g.Source, Opened: g.Opened, Until: g.Until}
+		for _, ps := range g.Ports {
+			p, err := verdict.ParsePort(ps)
+			if err != nil {
+				return state{}, fmt.Errorf("%w %s: grant %d: %w", errCorruptState, path, i, err)
+			}
+			vg.Ports = append(vg.Ports, p)
+		}
+		if g.Ports != nil && len(vg.Ports) == 0 {
+			return state{}, fmt.Errorf("%w %s: grant %d covers no port", errCorruptState, path, i)
+		}
+		st.grants = append(st.grants, vg)
 	}
-	return grants, nil
+	for i, r := range doc.Replay {
+		var e verdict.ReplayEntry
+		k, err := hex.DecodeString(r.Key)
+		if err != nil || len(k) != len(e.Key) || r.Until.IsZero() {
+			return state{}, fmt.Errorf("%w %s: replay entry %d is invalid", errCorruptState, path, i)
+		}
+		copy(e.Key[:], k)
+		e.Until = r.Until
+		st.replay = append(st.replay, e)
+	}
+	return st, nil
 }
 
 // setAside renames a state file that could not be used, keeping it for a

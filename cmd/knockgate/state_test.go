@@ -16,17 +16,24 @@ func TestStateRoundTrip(t *testing.T) {
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 	in := []verdict.Grant{
 		{Door: "ssh", Source: netip.MustParseAddr("198.51.100.7"), Opened: now, Until: now.Add(30 * time.Second)},
-		{Door: "web", Source: netip.MustParseAddr("2001:db8::7"), Opened: now, Until: now.Add(time.Hour)},
+		{Door: "web", Source: netip.MustParseAddr("2001:db8::7"), Opened: now, Until: now.Add(time.Hour),
+			Ports: []verdict.Port{{Proto: verdict.UDP, Num: 443}}},
 	}
-	if err := saveState(path, in, now); err != nil {
+	replay := []verdict.ReplayEntry{{Key: [20]byte{1, 2, 3, 19: 20}, Until: now.Add(2 * time.Minute)}}
+	if err := saveState(path, state{in, replay}, now); err != nil {
 		t.Fatal(err)
 	}
-	out, err := loadState(path)
+	st, err := loadState(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(out) != 2 || out[0].Source != in[0].Source || !out[1].Until.Equal(in[1].Until) || out[1].Door != "web" {
+	out := st.grants
+	if len(out) != 2 || out[0].Source != in[0].Source || !out[1].Until.Equal(in[1].Until) || out[1].Door != "web" ||
+		out[0].Ports != nil || len(out[1].Ports) != 1 || out[1].Ports[0] != in[1].Ports[0] {
 		t.Fatalf("round trip: %+v", out)
+	}
+	if len(st.replay) != 1 || st.replay[0].Key != replay[0].Key || !st.replay[0].Until.Equal(replay[0].Until) {
+		t.Fatalf("replay round trip: %+v", st.replay)
 	}
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file mode: %v %v, want 0600", fi.Mode(), err)
@@ -38,7 +45,7 @@ func TestStateRoundTrip(t *testing.T) {
 
 func TestStateMissingIsEmpty(t *testing.T) {
 	gs, err := loadState(filepath.Join(t.TempDir(), "none.json"))
-	if err != nil || gs != nil {
+	if err != nil || gs.grants != nil || gs.replay != nil {
 		t.Fatalf("missing state: %v, %v", gs, err)
 	}
 }
@@ -50,6 +57,8 @@ func TestStateCorrupt(t *testing.T) {
 		"version":     `{"version":99,"grants":[]}`,
 		"bad address": `{"version":1,"grants":[{"door":"ssh","source":"999.1.1.1","until":"2026-01-01T00:00:00Z"}]}`,
 		"no door":     `{"version":1,"grants":[{"source":"192.0.2.1","until":"2026-01-01T00:00:00Z"}]}`,
+		"bad port":    `{"version":1,"grants":[{"door":"d","source":"192.0.2.1","until":"2026-01-01T00:00:00Z","ports":["tcp/0"]}]}`,
+		"bad replay":  `{"version":1,"grants":[],"replay":[{"key":"abcd","until":"2026-01-01T00:00:00Z"}]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.json")
@@ -64,7 +73,7 @@ func TestStateCorrupt(t *testing.T) {
 			if _, err := os.Stat(to); err != nil {
 				t.Fatalf("set-aside file: %v", err)
 			}
-			if gs, err := loadState(path); err != nil || gs != nil {
+			if gs, err := loadState(path); err != nil || gs.grants != nil {
 				t.Fatalf("after setting aside: %v, %v", gs, err)
 			}
 		})
@@ -84,7 +93,7 @@ func FuzzLoadState(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, g := range gs {
+		for _, g := range gs.grants {
 			if g.Door == "" || !g.Source.IsValid() {
 				t.Fatalf("loadState accepted an incomplete grant: %+v", g)
 			}
