@@ -41,6 +41,8 @@ type rawGate struct {
 	MaxSources  *hcl.Attribute `hcl:"max_sources,optional"`
 	MaxGrants   *hcl.Attribute `hcl:"max_grants,optional"`
 	MaxReplay   *hcl.Attribute `hcl:"max_replay,optional"`
+	FailOpen    *hcl.Attribute `hcl:"fail_open,optional"`
+	AcceptMark  *hcl.Attribute `hcl:"accept_mark,optional"`
 	StateFile   *hcl.Attribute `hcl:"state_file,optional"`
 	Control     *hcl.Attribute `hcl:"control_socket,optional"`
 }
@@ -144,6 +146,8 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 			MaxReplay:   verdict.DefaultMaxReplay,
 		},
 		Queue:         DefaultQueue,
+		AcceptMark:    DefaultAcceptMark,
+		AcceptMask:    DefaultAcceptMask,
 		StateFile:     DefaultStateFile,
 		ControlSocket: DefaultControlSocket,
 		MetricsListen: DefaultMetricsListen,
@@ -240,6 +244,23 @@ func (c *compiler) gate(b *hcl.Block, p *Policy) {
 			p.MaxReplay = int(n)
 		}
 	}
+	if present(raw.FailOpen) {
+		if v, ok := c.boolean(raw.FailOpen, "fail_open"); ok {
+			p.FailOpen = v
+		}
+	}
+	if present(raw.AcceptMark) {
+		if str, ok := c.str(raw.AcceptMark.Expr, &raw.AcceptMark.Range, "accept_mark"); ok {
+			v, m, err := ParseMark(str)
+			if err != nil {
+				c.errorf(raw.AcceptMark.Expr.Range().Ptr(), &raw.AcceptMark.Range,
+					"The mark is value/mask, as iptables writes it, such as \"0x4b470000/0xffff0000\"; the value must lie inside the mask and the mask must not be 0.",
+					"invalid accept_mark %q: %v", str, err)
+			} else {
+				p.AcceptMark, p.AcceptMask = v, m
+			}
+		}
+	}
 	if present(raw.StateFile) {
 		if s, ok := c.path(raw.StateFile, "state_file",
 			"Grants are saved there so they survive a restart; \"\" keeps them in memory only.", true); ok {
@@ -275,6 +296,16 @@ func (c *compiler) metrics(b *hcl.Block, p *Policy) {
 		}
 	}
 	p.MetricsListen = s
+}
+
+// boolean reads a true/false setting.
+func (c *compiler) boolean(a *hcl.Attribute, what string) (bool, bool) {
+	v, d := a.Expr.Value(nil)
+	if d.HasErrors() || !v.IsKnown() || v.Type() != cty.Bool {
+		c.errorf(a.Expr.Range().Ptr(), &a.Range, what+" is true or false.", "%s is not a bool", what)
+		return false, false
+	}
+	return v.True(), true
 }
 
 // path reads an absolute file path setting; empty is allowed only when

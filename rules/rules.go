@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,42 @@ type Policy struct {
 	// MetricsListen is the address of the Prometheus endpoint; empty turns
 	// it off.
 	MetricsListen string
+	// FailOpen chooses availability of the unprotected ports over the gate
+	// itself: while the daemon is down or the queue overflows, packets
+	// bypass the queue, and only the protected ports stay closed, by a
+	// static rule that drops NEW connections to them unless the gate
+	// marked them with AcceptMark.
+	FailOpen bool
+	// AcceptMark/AcceptMask is the packet mark the gate sets on what it
+	// accepts (within the mask, keeping the mark's other bits).
+	AcceptMark, AcceptMask uint32
+}
+
+// Defaults of the accept mark: "KG" in the upper half, leaving the lower
+// bits, which other tools use most, alone.
+const (
+	DefaultAcceptMark = 0x4b470000
+	DefaultAcceptMask = 0xffff0000
+)
+
+// ParseMark parses "value/mask" or "value" (mask all ones), in hex or
+// decimal, as iptables' --mark takes it.
+func ParseMark(s string) (value, mask uint32, err error) {
+	vs, ms, hasMask := strings.Cut(s, "/")
+	v, err := strconv.ParseUint(vs, 0, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("value %q is not a 32-bit number", vs)
+	}
+	m := uint64(0xffffffff)
+	if hasMask {
+		if m, err = strconv.ParseUint(ms, 0, 32); err != nil {
+			return 0, 0, fmt.Errorf("mask %q is not a 32-bit number", ms)
+		}
+	}
+	if m == 0 || v&^m != 0 || v == 0 {
+		return 0, 0, fmt.Errorf("the value must be non-zero and inside the mask")
+	}
+	return uint32(v), uint32(m), nil
 }
 
 // Defaults for what a policy leaves out.

@@ -62,6 +62,8 @@ gate {
   unprotected = "drop"
   max_sources = 1
   max_grants  = 10000000
+  fail_open      = true
+  accept_mark    = "0x100/0xf00"
   state_file     = "/var/lib/kg/../kg/grants.json"
   control_socket = "/run/kg.sock"
 }
@@ -82,6 +84,9 @@ door "web" {
 }`,
 			want: Policy{
 				Queue:         65535,
+				FailOpen:      true,
+				AcceptMark:    0x100,
+				AcceptMask:    0xf00,
 				StateFile:     "/var/lib/kg/grants.json",
 				ControlSocket: "/run/kg.sock",
 				MetricsListen: "[::1]:9000",
@@ -197,6 +202,9 @@ door "b" {
 			}
 			if tt.want.MetricsListen == "" {
 				tt.want.MetricsListen = DefaultMetricsListen
+			}
+			if tt.want.AcceptMask == 0 {
+				tt.want.AcceptMark, tt.want.AcceptMask = DefaultAcceptMark, DefaultAcceptMask
 			}
 			if tt.want.MaxReplay == 0 {
 				tt.want.MaxReplay = verdict.DefaultMaxReplay
@@ -456,6 +464,8 @@ gate {
 gate {
   state_file     = "state.json"
   control_socket = ""
+  fail_open      = "yes"
+  accept_mark    = "0x1/0x2"
 }
 metrics {
   listen = "127.0.0.1"
@@ -466,8 +476,10 @@ metrics {
 			want: []string{
 				`t.hcl:3:20: invalid state_file "state.json": want an absolute path`,
 				`t.hcl:4:20: invalid control_socket "": want an absolute path`,
-				`t.hcl:7:12: invalid metrics listen address "127.0.0.1"`,
-				`t.hcl:9:1: duplicate metrics block; The first metrics block is at t.hcl:6:1`,
+				`t.hcl:5:20: fail_open is not a bool`,
+				`t.hcl:6:20: invalid accept_mark "0x1/0x2"`,
+				`t.hcl:9:12: invalid metrics listen address "127.0.0.1"`,
+				`t.hcl:11:1: duplicate metrics block; The first metrics block is at t.hcl:8:1`,
 			},
 		},
 		{

@@ -33,6 +33,21 @@ gate {
   # flood of valid packets. At least 1.
   max_replay = 100000
 
+  # What happens while the daemon is not running or the queue overflows.
+  # false (the default) fails closed: the steering rules have no
+  # --queue-bypass, so every queued packet is dropped and nothing gets in,
+  # protected or not. true fails open for the ports no door names: the
+  # rules (`knockgate rules --config POLICY`) queue with --queue-bypass, the
+  # gate marks what it accepts with accept_mark, and a static rule drops NEW
+  # connections to the protected ports that lack the mark, so the doors stay
+  # shut while public services keep working. Re-run `knockgate rules` when
+  # you change which ports the doors open.
+  fail_open = false
+
+  # The mark (value/mask, as iptables writes it) the gate puts on packets it
+  # accepts, in fail-open mode. Only the bits of the mask are touched.
+  accept_mark = "0x4b470000/0xffff0000"
+
   # Where grants are saved, so that a restart (a crash included) keeps them
   # and they still expire on time. Written atomically (a temporary file,
   # then a rename) whenever a grant opens or ends. A file that cannot be
