@@ -25,6 +25,21 @@ type sequence struct {
 	close   bool
 	ports   []Port
 	timeout int64 // nanoseconds
+	// TOTP slots change their ports every step: gen counts the changes,
+	// so knocks in progress on an old sequence are recognised; counter is
+	// the step; used and usedBy remember who completed it, so it cannot
+	// be replayed by another source in its step.
+	totp    bool
+	gen     uint32
+	counter uint64
+	used    bool
+	usedBy  key
+}
+
+// totpDoor is a TOTP door and its two sequence slots.
+type totpDoor struct {
+	door  int
+	slots [2]int
 }
 
 // progress is a source's place in one sequence.
@@ -32,6 +47,7 @@ type progress struct {
 	seq     int32
 	step    uint16 // knocks matched so far, at least 1
 	srcPort uint16 // source port of the last matched knock, to spot retransmits
+	gen     uint32 // the sequence's generation (TOTP), see sequence.gen
 	start   int64  // when the first knock arrived
 	last    int64  // when the last matched knock arrived
 }
@@ -42,6 +58,9 @@ type grant struct {
 	// ports has bit i set when the grant covers the door's Open[i]: a
 	// knock opens them all, an SPA packet only those it asked for.
 	ports uint64
+	// left counts the connections a max_connections grant still admits;
+	// 0 when the door has no limit.
+	left uint32
 }
 
 // opener is a door that opens a port, and which of its ports it is.
@@ -66,6 +85,7 @@ type compiled struct {
 	// spaLists, per SPA port, the doors that listen there.
 	openLists [][]opener
 	spaLists  [][]int
+	totp      []totpDoor
 	openForNs []int64
 	doorIndex map[string]int
 }
@@ -81,6 +101,7 @@ type Engine struct {
 	progress  table[progress]
 	grants    table[grant]
 	spa       spaState
+	penalty   table[penalty]
 	rng       uint64
 	evictions uint64
 }
@@ -107,6 +128,7 @@ func NewEngine(p Policy, now time.Time) (*Engine, error) {
 	e.progress = newTable[progress](c.policy.MaxSources, rand.Uint64())
 	e.grants = newTable[grant](c.policy.MaxGrants, rand.Uint64())
 	e.spa = newSPAState(c)
+	e.penalty = newPenaltyTable(c.policy.Penalty)
 	return e, nil
 }
 
@@ -126,13 +148,19 @@ func compile(p Policy) (*compiled, error) {
 			return nil, fmt.Errorf("door %q is defined twice", d.Name)
 		}
 		e.doorIndex[d.Name] = di
-		if (len(d.Sequence) == 0 && d.SPA == nil) || len(d.Open) == 0 {
-			return nil, fmt.Errorf("door %q needs a sequence or an spa block, and ports to open", d.Name)
+		if (len(d.Sequence) == 0 && d.SPA == nil && d.TOTP == nil) || len(d.Open) == 0 {
+			return nil, fmt.Errorf("door %q needs a sequence, a totp or an spa block, and ports to open", d.Name)
+		}
+		if d.TOTP != nil && len(d.Sequence) > 0 {
+			return nil, fmt.Errorf("door %q has both a sequence and a totp block", d.Name)
+		}
+		if d.MaxConnections < 0 {
+			return nil, fmt.Errorf("door %q: max_connections is negative", d.Name)
 		}
 		if len(d.Open) > MaxOpenPorts {
 			return nil, fmt.Errorf("door %q opens %d ports, more than %d", d.Name, len(d.Open), MaxOpenPorts)
 		}
-		if (len(d.Sequence) > 0 && d.SequenceTimeout <= 0) || d.OpenFor <= 0 {
+		if ((len(d.Sequence) > 0 || d.TOTP != nil) && d.SequenceTimeout <= 0) || d.OpenFor <= 0 {
 			return nil, fmt.Errorf("door %q needs a positive sequence_timeout and open_for", d.Name)
 		}
 		if err := e.compileSPA(di, d); err != nil {
@@ -170,6 +198,29 @@ func compile(p Policy) (*compiled, error) {
 			})
 			e.first[pi][k0.Num] = int32(len(e.seqs))
 		}
+	}
+	// TOTP ranges are reserved whole, after every other knock is known, so
+	// a clash with any rule shows up here or below as a protected port.
+	for di, d := range p.Doors {
+		if d.TOTP == nil {
+			continue
+		}
+		if err := d.TOTP.validate(); err != nil {
+			return nil, fmt.Errorf("door %q: %w", d.Name, err)
+		}
+		pi := protoIndex(d.TOTP.Proto)
+		for n := int(d.TOTP.Lo); n <= int(d.TOTP.Hi); n++ {
+			if e.class[pi][n] != classNone {
+				return nil, fmt.Errorf("door %q: TOTP range %v/%d-%d overlaps another rule at %v/%d", d.Name, d.TOTP.Proto, d.TOTP.Lo, d.TOTP.Hi, d.TOTP.Proto, n)
+			}
+			e.class[pi][n] = classKnock
+		}
+		td := totpDoor{door: di}
+		for i := range td.slots {
+			e.seqs = append(e.seqs, sequence{door: di, totp: true, timeout: int64(d.SequenceTimeout)})
+			td.slots[i] = len(e.seqs) - 1
+		}
+		e.totp = append(e.totp, td)
 	}
 	for di, d := range p.Doors {
 		for bit, o := range d.Open {
@@ -234,8 +285,10 @@ func isKnock(p *Packet) bool {
 
 // Decide returns the verdict for one packet and updates the source's knock
 // progress and grants. It does not allocate.
-func (e *Engine) Decide(p Packet, now time.Time) Decision {
-	d := Decision{Verdict: Drop, Reason: ReasonMalformed, Door: NoDoor, Reset: NoDoor}
+func (e *Engine) Decide(p Packet, now time.Time) (d Decision) {
+	// d is a named result so that the deferred penalize sees, and can
+	// mark, the final decision.
+	d = Decision{Verdict: Drop, Reason: ReasonMalformed, Door: NoDoor, Reset: NoDoor}
 	pi := protoIndex(p.Proto)
 	if pi < 0 || p.DstPort == 0 || !p.Src.IsValid() {
 		return d
@@ -247,6 +300,16 @@ func (e *Engine) Decide(p Packet, now time.Time) Decision {
 	defer e.mu.Unlock()
 	c := e.c
 	cls := c.class[pi][p.DstPort]
+	if cls == classKnock || cls == classSPA {
+		if e.banned(src, t) {
+			d.Verdict, d.Reason = Drop, ReasonPenalized
+			return d
+		}
+		if len(c.totp) > 0 && cls == classKnock {
+			e.rotateTOTP(now)
+		}
+		defer e.penalize(&d, src, t)
+	}
 
 	tracked := false
 	if isKnock(&p) {
@@ -261,8 +324,8 @@ func (e *Engine) Decide(p Packet, now time.Time) Decision {
 			d.Reason = ReasonKnockWrong
 		}
 	case classProtected:
-		if door := e.grantFor(src, pi, p.DstPort, t); door >= 0 {
-			d.Verdict, d.Reason, d.Door = Accept, ReasonGranted, door
+		if door, ended := e.grantFor(src, pi, p.DstPort, t); door >= 0 {
+			d.Verdict, d.Reason, d.Door, d.GrantEnded = Accept, ReasonGranted, door, ended
 		} else {
 			d.Verdict, d.Reason = Drop, ReasonNoGrant
 			d.Door = int(c.openLists[c.openers[pi][p.DstPort]][0].door)
@@ -287,8 +350,9 @@ func (e *Engine) track(d *Decision, src netip.Addr, port Port, srcPort uint16, p
 		pr := &e.progress.slots[i].v
 		s := &c.seqs[pr.seq]
 		switch {
-		case t-pr.start > s.timeout:
-			// Too slow: the sequence is gone, and this packet may start anew.
+		case t-pr.start > s.timeout || pr.gen != s.gen:
+			// Too slow, or a TOTP step ago: the sequence is gone, and this
+			// packet may start anew.
 			d.Reset = s.door
 			e.progress.deleteAt(i)
 		case s.ports[pr.step] == port:
@@ -334,7 +398,7 @@ func (e *Engine) track(d *Decision, src netip.Addr, port Port, srcPort uint16, p
 		e.evictProgress(t)
 	}
 	pr := e.progress.insert(k)
-	*pr = progress{seq: si - 1, step: 1, srcPort: srcPort, start: t, last: t}
+	*pr = progress{seq: si - 1, step: 1, srcPort: srcPort, gen: s.gen, start: t, last: t}
 	d.Reason, d.Door = ReasonKnock, s.door
 	return true
 }
@@ -347,6 +411,17 @@ func (e *Engine) complete(d *Decision, src netip.Addr, s *sequence, t int64) {
 		e.grants.delete(gk)
 		d.Reason = ReasonClosed
 		return
+	}
+	if s.totp {
+		// A TOTP sequence is single-use across sources within its step:
+		// whoever completes it first has it, so one sniffed on the wire is
+		// worthless to anyone else.
+		if sk := keyOf(src, 0); s.used && s.usedBy != sk {
+			d.Reason = ReasonKnockReplay
+			return
+		} else {
+			s.used, s.usedBy = true, sk
+		}
 	}
 	d.Reason = ReasonOpened
 	e.grant(gk, t, e.c.openForNs[s.door], ^uint64(0))
@@ -364,17 +439,33 @@ func (e *Engine) grant(k key, t, dur int64, ports uint64) {
 	} else if g.until > t {
 		ports |= g.ports
 	}
-	*g = grant{opened: t, until: t + dur, ports: ports}
+	*g = grant{opened: t, until: t + dur, ports: ports, left: uint32(e.c.policy.Doors[k.door].MaxConnections)}
 }
 
-func (e *Engine) grantFor(src netip.Addr, pi int, port uint16, t int64) int {
+// grantFor finds a live grant of src that covers the port, and reports the
+// door, or NoDoor. A max_connections grant is charged a connection, and
+// ended reports that this was its last.
+func (e *Engine) grantFor(src netip.Addr, pi int, port uint16, t int64) (door int, ended bool) {
 	c := e.c
 	for _, op := range c.openLists[c.openers[pi][port]] {
-		if g := e.grants.get(keyOf(src, int(op.door))); g != nil && g.until > t && g.ports&(1<<op.bit) != 0 {
-			return int(op.door)
+		k := keyOf(src, int(op.door))
+		i := e.grants.find(k)
+		if i < 0 {
+			continue
 		}
+		g := &e.grants.slots[i].v
+		if g.until <= t || g.ports&(1<<op.bit) == 0 {
+			continue
+		}
+		if g.left > 0 {
+			if g.left--; g.left == 0 {
+				e.grants.deleteAt(i)
+				return int(op.door), true
+			}
+		}
+		return int(op.door), false
 	}
-	return NoDoor
+	return NoDoor, false
 }
 
 func (e *Engine) rand() uint64 {
@@ -463,6 +554,7 @@ func (e *Engine) Sweep(now time.Time, expired func(Grant)) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.sweepSPA(t)
+	e.sweepPenalty(t)
 	e.progress.sweep(func(_ key, pr *progress) bool {
 		return t-pr.start > e.c.seqs[pr.seq].timeout
 	})

@@ -76,8 +76,25 @@ func (e *Engine) Reload(p Policy, now time.Time) (ended []Grant, err error) {
 		k.door = uint32(nd)
 		*grants.insert(k) = g
 	}
-	e.c, e.progress, e.grants = c, progress, grants
+	// The replay cache, rate limits and penalty box carry over: a reload
+	// must not let a used SPA packet through or free a banned source.
+	spaNew := newSPAState(c)
+	moveAll(&spaNew.replay, &e.spa.replay)
+	moveAll(&spaNew.rate, &e.spa.rate)
+	pen := newPenaltyTable(c.policy.Penalty)
+	moveAll(&pen, &e.penalty)
+	e.c, e.progress, e.grants, e.spa, e.penalty = c, progress, grants, spaNew, pen
 	return ended, nil
+}
+
+// moveAll copies the entries of from into to, as many as fit.
+func moveAll[V any](to, from *table[V]) {
+	for i := range from.slots {
+		s := &from.slots[i]
+		if s.used && !to.full() && to.get(s.k) == nil {
+			*to.insert(s.k) = s.v
+		}
+	}
 }
 
 // Revoke ends source's grant for door at once, as an operator's command.

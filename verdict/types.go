@@ -158,6 +158,12 @@ const (
 	ReasonSPAPorts
 	// ReasonSPACommand: a valid SPA command message; knockgate runs none.
 	ReasonSPACommand
+	// ReasonPenalized: a knock or SPA packet from a source in the penalty
+	// box, ignored unseen.
+	ReasonPenalized
+	// ReasonKnockReplay: the last knock of a TOTP sequence that another
+	// source already completed in its step: a sniffed sequence, replayed.
+	ReasonKnockReplay
 	numReasons
 )
 
@@ -179,6 +185,8 @@ var reasonNames = [numReasons]string{
 	ReasonSPASource:       "spa_source",
 	ReasonSPAPorts:        "spa_ports",
 	ReasonSPACommand:      "spa_command",
+	ReasonPenalized:       "penalized",
+	ReasonKnockReplay:     "knock_replay",
 }
 
 func (r Reason) String() string {
@@ -209,6 +217,12 @@ type Decision struct {
 	// Reset is the index of a door whose sequence in progress this packet
 	// broke, or NoDoor. A packet can reset one door and start another.
 	Reset int
+	// GrantEnded is set when this packet used the last connection a
+	// max_connections grant allowed: the grant is gone.
+	GrantEnded bool
+	// Banned is set when this packet's failure put its source in the
+	// penalty box.
+	Banned bool
 }
 
 // Door is one compiled door: a knock sequence or an SPA port (or both)
@@ -227,6 +241,13 @@ type Door struct {
 	AllowFrom []netip.Prefix
 	// SPA, when set, opens the door with Single Packet Authorization.
 	SPA *SPA
+	// TOTP, when set, derives the knock sequence from a secret and the
+	// time; Sequence is then empty.
+	TOTP *TOTP
+	// MaxConnections, when above zero, ends a grant once it has admitted
+	// that many new connections, so behind a shared address the window
+	// closes the moment the knocker uses it.
+	MaxConnections int
 }
 
 // SPA is a door's Single Packet Authorization: fwknop-compatible packets
@@ -261,12 +282,29 @@ type Policy struct {
 	MaxSources int
 	// MaxGrants caps the live grants (one per source and door).
 	MaxGrants int
+	// Penalty is the penalty box for sources that fail too often.
+	Penalty Penalty
 	// MaxReplay caps the remembered SPA packets. Each is kept only as long
 	// as it could still pass its door's max_age, so the cache holds at
 	// most rate × window entries; the cap bounds memory against a flood of
 	// valid packets.
 	MaxReplay int
 }
+
+// Penalty puts a source that fails Failures times within Within (wrong
+// knocks, knocks from outside allow_from, bad or refused SPA packets) in a
+// box for Ban: its knocks and SPA packets are ignored. Grants it already
+// holds keep working. Failures of 0 turns it off.
+type Penalty struct {
+	Failures   int
+	Within     time.Duration
+	Ban        time.Duration
+	MaxSources int
+}
+
+// DefaultPenalty is what a policy gets unless it says otherwise: well above
+// what a person mistyping a knock reaches, far below a brute force.
+var DefaultPenalty = Penalty{Failures: 10, Within: time.Minute, Ban: 10 * time.Minute, MaxSources: 10_000}
 
 // Defaults for the caps, chosen so the tables of a default policy stay
 // around 10 MiB (see tables.go for the per-entry sizes).
