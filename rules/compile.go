@@ -26,6 +26,7 @@ var fileSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "gate"},
 		{Type: "metrics"},
+		{Type: "penalty"},
 		{Type: "door", LabelNames: []string{"name"}},
 	},
 }
@@ -47,6 +48,13 @@ type rawGate struct {
 	Control     *hcl.Attribute `hcl:"control_socket,optional"`
 }
 
+type rawPenalty struct {
+	Failures   *hcl.Attribute `hcl:"failures,optional"`
+	Within     *hcl.Attribute `hcl:"within,optional"`
+	Ban        *hcl.Attribute `hcl:"ban,optional"`
+	MaxSources *hcl.Attribute `hcl:"max_sources,optional"`
+}
+
 type rawMetrics struct {
 	Listen *hcl.Attribute `hcl:"listen,optional"`
 }
@@ -58,6 +66,10 @@ type rawDoor struct {
 	OpenFor         *hcl.Attribute `hcl:"open_for,optional"`
 	CloseSequence   *hcl.Attribute `hcl:"close_sequence,optional"`
 	AllowFrom       *hcl.Attribute `hcl:"allow_from,optional"`
+	MaxConnections  *hcl.Attribute `hcl:"max_connections,optional"`
+	TOTP            *struct {
+		Body hcl.Body `hcl:",remain"`
+	} `hcl:"totp,block"`
 	// SPA is decoded in two steps (spaBlock), so its own range is known.
 	SPA *struct {
 		Body hcl.Body `hcl:",remain"`
@@ -116,8 +128,9 @@ type doorSrc struct {
 	// closeIsSeq is set when close_sequence repeats sequence, which is
 	// reported once as such rather than again as a shared first knock.
 	closeIsSeq bool
-	// spaPort is where the spa block names its port, when it is valid.
-	spaPort *hcl.Range
+	// spaPort is where the spa block names its port, when it is valid;
+	// totpRange where the totp block names its ports.
+	spaPort, totpRange *hcl.Range
 }
 
 // portList is a parsed list of ports with each element's range.
@@ -144,6 +157,7 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 			MaxSources:  verdict.DefaultMaxSources,
 			MaxGrants:   verdict.DefaultMaxGrants,
 			MaxReplay:   verdict.DefaultMaxReplay,
+			Penalty:     verdict.DefaultPenalty,
 		},
 		Queue:         DefaultQueue,
 		AcceptMark:    DefaultAcceptMark,
@@ -157,7 +171,7 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 	if content == nil {
 		return p
 	}
-	var gate, metrics *hcl.Block
+	var gate, metrics, penalty *hcl.Block
 	named := map[string]*hcl.Block{}
 	var doors []*doorSrc
 	for _, b := range content.Blocks {
@@ -180,6 +194,15 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 			}
 			metrics = b
 			c.metrics(b, p)
+		case "penalty":
+			if penalty != nil {
+				c.errorf(b.DefRange.Ptr(), nil,
+					fmt.Sprintf("The first penalty block is at %s; put every penalty setting in it.", pos(penalty.DefRange)),
+					"duplicate penalty block")
+				continue
+			}
+			penalty = b
+			c.penalty(b, p)
 		case "door":
 			if len(b.Labels) != 1 {
 				continue // hcl has reported the missing or extra label
@@ -201,6 +224,7 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 	c.firstKnocks(doors)
 	c.knockOrOpen(doors)
 	c.spaPorts(doors)
+	c.totpRanges(doors)
 	for _, d := range doors {
 		p.Doors = append(p.Doors, d.door)
 	}
@@ -335,13 +359,27 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 	if raw.SPA != nil {
 		d.door.SPA, d.spaPort = c.spaBlock(name, b, raw.SPA.Body)
 	}
+	if raw.TOTP != nil {
+		d.door.TOTP, d.totpRange = c.totpBlock(name, b, raw.TOTP.Body)
+		if present(raw.Sequence) {
+			c.errorf(raw.Sequence.Range.Ptr(), nil,
+				"A totp block derives the door's sequence from its secret and the time; leave sequence out.",
+				"door %q has both a sequence and a totp block", name)
+		}
+	}
+	if present(raw.MaxConnections) {
+		if n, ok := c.whole(raw.MaxConnections, 1, 1_000_000,
+			"The grant ends once it has admitted this many new connections; leave it out for no limit."); ok {
+			d.door.MaxConnections = int(n)
+		}
+	}
 
-	if !present(raw.Sequence) && raw.SPA == nil {
+	if !present(raw.Sequence) && raw.SPA == nil && raw.TOTP == nil {
 		c.errorf(b.DefRange.Ptr(), nil,
 			`A door opens for a sequence of knocks, such as sequence = ["tcp/7000", "udp/8000", "tcp/9000"], or for an spa block.`,
 			"door %q has no sequence", name)
-	} else if !present(raw.Sequence) {
-		// An SPA door needs no knocks.
+	} else if !present(raw.Sequence) || raw.TOTP != nil {
+		// An SPA or TOTP door needs no sequence.
 	} else if l, ok := c.ports(name, raw.Sequence); ok {
 		if len(l.ports) == 0 {
 			c.errorf(raw.Sequence.Expr.Range().Ptr(), &raw.Sequence.Range,
@@ -352,7 +390,7 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 			c.notTooLong(name, l)
 		}
 	}
-	d.door.SequenceTimeout = c.duration(name, raw.SequenceTimeout, DefaultSequenceTimeout)
+	d.door.SequenceTimeout = c.duration(fmt.Sprintf("door %q", name), raw.SequenceTimeout, DefaultSequenceTimeout)
 
 	if present(raw.CloseSequence) {
 		// An empty close_sequence means none, as leaving it out does: an
@@ -383,7 +421,7 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 			c.noDuplicates(name, l)
 		}
 	}
-	d.door.OpenFor = c.duration(name, raw.OpenFor, DefaultOpenFor)
+	d.door.OpenFor = c.duration(fmt.Sprintf("door %q", name), raw.OpenFor, DefaultOpenFor)
 
 	if present(raw.AllowFrom) {
 		d.door.AllowFrom = c.prefixes(name, raw.AllowFrom)
@@ -599,12 +637,13 @@ func (c *compiler) prefixes(door string, attr *hcl.Attribute) []netip.Prefix {
 
 // duration parses a duration attribute, falling back to def when it is unset
 // or invalid (an invalid one has been reported).
-func (c *compiler) duration(door string, attr *hcl.Attribute, def time.Duration) time.Duration {
+// duration reads a duration setting of owner (`door "ssh"`, `penalty`).
+func (c *compiler) duration(owner string, attr *hcl.Attribute, def time.Duration) time.Duration {
 	d := def
 	if !present(attr) {
 		return d
 	}
-	s, ok := c.str(attr.Expr, &attr.Range, fmt.Sprintf("door %q %s", door, attr.Name))
+	s, ok := c.str(attr.Expr, &attr.Range, owner+" "+attr.Name)
 	if !ok {
 		return d
 	}
@@ -612,13 +651,13 @@ func (c *compiler) duration(door string, attr *hcl.Attribute, def time.Duration)
 	if err != nil {
 		c.errorf(attr.Expr.Range().Ptr(), &attr.Range,
 			fmt.Sprintf("Durations are written as Go writes them, such as \"30s\", \"5m\" or \"1h30m\": %v.", err),
-			"invalid %s %q in door %q", attr.Name, s, door)
+			"invalid %s %q in %s", attr.Name, s, owner)
 		return d
 	}
 	if v <= 0 {
 		c.errorf(attr.Expr.Range().Ptr(), &attr.Range,
-			"It must be above zero: with no time to act on it, the door could never be used.",
-			"door %q %s %q is not positive", door, attr.Name, s)
+			"It must be above zero.",
+			"%s %s %q is not positive", owner, attr.Name, s)
 		return d
 	}
 	return v

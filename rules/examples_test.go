@@ -73,7 +73,7 @@ func TestReferenceMentionsEverySetting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []any{rawGate{}, rawMetrics{}, rawDoor{}, rawSPA{}} {
+	for _, v := range []any{rawGate{}, rawMetrics{}, rawPenalty{}, rawDoor{}, rawSPA{}, rawTOTP{}} {
 		ty := reflect.TypeOf(v)
 		for i := range ty.NumField() {
 			name, kind, _ := strings.Cut(ty.Field(i).Tag.Get("hcl"), ",")

@@ -206,6 +206,9 @@ door "b" {
 			if tt.want.AcceptMask == 0 {
 				tt.want.AcceptMark, tt.want.AcceptMask = DefaultAcceptMark, DefaultAcceptMask
 			}
+			if tt.want.Penalty == (verdict.Penalty{}) {
+				tt.want.Penalty = verdict.DefaultPenalty
+			}
 			if tt.want.MaxReplay == 0 {
 				tt.want.MaxReplay = verdict.DefaultMaxReplay
 			}

@@ -88,8 +88,8 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 		ok = false
 	}
 
-	s.MaxAge = c.duration(door, raw.MaxAge, DefaultSPAMaxAge)
-	s.MaxOpenFor = c.duration(door, raw.MaxOpenFor, 0)
+	s.MaxAge = c.duration(fmt.Sprintf("door %q", door), raw.MaxAge, DefaultSPAMaxAge)
+	s.MaxOpenFor = c.duration(fmt.Sprintf("door %q", door), raw.MaxOpenFor, 0)
 	if present(raw.AllowAnySource) {
 		v, d := raw.AllowAnySource.Expr.Value(nil)
 		if d.HasErrors() || v.Type() != cty.Bool || !v.IsKnown() {

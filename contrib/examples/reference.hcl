@@ -62,6 +62,24 @@ gate {
   control_socket = "/run/knockgate/knockgate.sock"
 }
 
+# The penalty box: a source that fails `failures` times within `within`
+# (wrong knocks, knocks from outside allow_from, a TOTP sequence another
+# source already used, bad or refused SPA packets) has its knocks and SPA
+# packets ignored for `ban`. Grants it already holds keep working, and so do
+# the ports no door names. Resets by ordinary traffic, timeouts and
+# retransmits are not failures. Knocks can be sent from a spoofed address, so
+# an attacker who knows a client's address could get it banned: set
+# failures = 0 to turn the box off where that matters more than brute force.
+penalty {
+  failures = 10
+  within   = "1m"
+  ban      = "10m"
+
+  # The box's own table, allocated at start: a flood of failures from
+  # spoofed sources evicts records of sources that are not banned first.
+  max_sources = 10000
+}
+
 # The Prometheus endpoint: /metrics, /-/healthy, and /-/ready (200 once the
 # queue is bound). On by default on loopback, at a port outside the
 # 9100-9999 range where exporters crowd; listen = "" turns it off.
@@ -105,6 +123,29 @@ door "ssh" {
   # may knock. An empty list is refused rather than read as "anyone". Host
   # bits are masked off, so "198.51.100.7/24" means 198.51.100.0/24.
   # allow_from = ["198.51.100.0/24", "2001:db8::/32"]
+
+  # Admit only this many new connections per grant, then close it: behind a
+  # shared address (a hotel or carrier NAT), the window is gone the moment
+  # the knocker uses it. Connections already open carry on. Optional; by
+  # default a grant admits any number until open_for runs out.
+  # max_connections = 1
+
+  # A rotating sequence instead of `sequence` (RFC 6238 style): the knocks
+  # are derived from a shared secret and the time step, so a sequence sniffed
+  # now is useless once its step and the next have passed. Knocks of the
+  # current and the previous step are accepted; a sequence completed in a
+  # step cannot be replayed by another source in that step. The whole port
+  # range is reserved for the door (dropped, and no other rule may use a
+  # port in it), so a derived knock never collides with anything.
+  # `knockgate knock --door NAME` computes the sequence itself;
+  # `knockgate sequence --door NAME` prints it for any stock knock client.
+  # totp {
+  #   secret_base64 = "..."        # `knockgate keygen --kind totp` makes one
+  #   secret_file   = "otp.secret" # or this, instead: a file holding it
+  #   step          = "30s"
+  #   length        = 4
+  #   ports         = "udp/40000-40999"
+  # }
 
   # Single Packet Authorization: the door also opens for one encrypted,
   # authenticated UDP packet from the stock fwknop client (2.6.x) or

@@ -1,0 +1,199 @@
+package rules
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+
+	"github.com/knockgate/knockgate/verdict"
+	"github.com/knockgate/knockgate/verdict/spa"
+)
+
+type rawTOTP struct {
+	SecretBase64 *hcl.Attribute `hcl:"secret_base64,optional"`
+	SecretFile   *hcl.Attribute `hcl:"secret_file,optional"`
+	Step         *hcl.Attribute `hcl:"step,optional"`
+	Length       *hcl.Attribute `hcl:"length,optional"`
+	Ports        *hcl.Attribute `hcl:"ports,optional"`
+}
+
+// Defaults of a totp block.
+const (
+	DefaultTOTPStep   = 30 * time.Second
+	DefaultTOTPLength = 4
+)
+
+// totpBlock reads a door's totp block; nil when it has errors.
+func (c *compiler) totpBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.TOTP, *hcl.Range) {
+	var raw rawTOTP
+	diags := gohcl.DecodeBody(body, nil, &raw)
+	c.diags = append(c.diags, diags...)
+	if diags.HasErrors() {
+		return nil, nil
+	}
+	blockRange := b.DefRange
+	if inner, _, d := b.Body.PartialContent(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "totp"}}}); !d.HasErrors() && len(inner.Blocks) > 0 {
+		blockRange = inner.Blocks[0].DefRange
+	}
+	ok := true
+	t := &verdict.TOTP{Step: DefaultTOTPStep, Length: DefaultTOTPLength}
+
+	var secret string
+	var secretRange *hcl.Range
+	switch {
+	case present(raw.SecretBase64) && present(raw.SecretFile):
+		c.errorf(raw.SecretFile.Range.Ptr(), nil, "Give the secret inline or in a file, not both.",
+			"door %q has both secret_base64 and secret_file", door)
+		return nil, nil
+	case present(raw.SecretBase64):
+		s, sok := c.str(raw.SecretBase64.Expr, &raw.SecretBase64.Range, "secret_base64")
+		if !sok {
+			return nil, nil
+		}
+		secret, secretRange = s, raw.SecretBase64.Expr.Range().Ptr()
+	case present(raw.SecretFile):
+		path, sok := c.str(raw.SecretFile.Expr, &raw.SecretFile.Range, "secret_file")
+		if !sok {
+			return nil, nil
+		}
+		if !filepath.IsAbs(path) && c.dir != "" {
+			path = filepath.Join(c.dir, path)
+		}
+		secretRange = raw.SecretFile.Expr.Range().Ptr()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			c.errorf(secretRange, nil, err.Error()+".", "failed to read secret_file of door %q", door)
+			return nil, nil
+		}
+		secret = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(b)), "TOTP_SECRET_BASE64:"))
+	default:
+		c.errorf(blockRange.Ptr(), nil, "A totp block needs secret_base64 or secret_file; `knockgate keygen --kind totp` makes one.",
+			"door %q totp block has no secret", door)
+		return nil, nil
+	}
+	key, err := spa.DecodeKey(secret)
+	if err != nil || len(key) < verdict.MinTOTPSecret {
+		detail := fmt.Sprintf("The secret is base64 of at least %d random bytes, as `knockgate keygen --kind totp` prints it.", verdict.MinTOTPSecret)
+		c.errorf(secretRange, nil, detail, "invalid TOTP secret of door %q", door)
+		ok = false
+	}
+	t.Secret = key
+
+	t.Step = c.duration(fmt.Sprintf("door %q", door), raw.Step, DefaultTOTPStep)
+	if t.Step < time.Second || t.Step%time.Second != 0 {
+		if present(raw.Step) {
+			c.errorf(raw.Step.Expr.Range().Ptr(), &raw.Step.Range,
+				"The step is a whole number of seconds, such as \"30s\": clients on other machines must agree on it.",
+				"invalid TOTP step of door %q", door)
+		}
+		ok = false
+	}
+	if present(raw.Length) {
+		if n, lok := c.whole(raw.Length, 1, 64, "A TOTP sequence has from 1 to 64 knocks; 3 to 5 is usual."); lok {
+			t.Length = int(n)
+		} else {
+			ok = false
+		}
+	}
+	portsRange := blockRange.Ptr()
+	if !present(raw.Ports) {
+		c.errorf(blockRange.Ptr(), nil, `The derived knocks fall in a range reserved for them, such as ports = "udp/40000-40999".`,
+			"door %q totp block has no ports", door)
+		ok = false
+	} else if s, sok := c.str(raw.Ports.Expr, &raw.Ports.Range, "ports"); sok {
+		portsRange = raw.Ports.Expr.Range().Ptr()
+		proto, lo, hi, err := parseRange(s)
+		if err != nil {
+			c.errorf(portsRange, &raw.Ports.Range, err.Error()+".", "invalid TOTP ports %q of door %q", s, door)
+			ok = false
+		} else if int(hi)-int(lo)+1 < 16 {
+			c.errorf(portsRange, &raw.Ports.Range,
+				"With fewer than 16 ports a guess is too easy; a range of a thousand is usual.",
+				"TOTP range %q of door %q is too small", s, door)
+			ok = false
+		} else {
+			t.Proto, t.Lo, t.Hi = proto, lo, hi
+		}
+	} else {
+		ok = false
+	}
+	if !ok {
+		return nil, nil
+	}
+	return t, portsRange
+}
+
+// parseRange parses "udp/40000-40999".
+func parseRange(s string) (verdict.Proto, uint16, uint16, error) {
+	loS, hiS, ok := strings.Cut(s, "-")
+	if !ok {
+		return 0, 0, 0, fmt.Errorf("%q is not of the form proto/first-last, such as udp/40000-40999", s)
+	}
+	lo, err := verdict.ParsePort(loS)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	hi, err := strconv.ParseUint(hiS, 10, 16)
+	if err != nil || hi == 0 || uint16(hi) < lo.Num {
+		return 0, 0, 0, fmt.Errorf("%q: the last port %q is not a port at or above the first", s, hiS)
+	}
+	return lo.Proto, lo.Num, uint16(hi), nil
+}
+
+// totpRanges checks that a TOTP range holds no other rule's port, and
+// overlaps no other range: the whole range is the door's.
+func (c *compiler) totpRanges(doors []*doorSrc) {
+	for _, d := range doors {
+		t := d.door.TOTP
+		if t == nil {
+			continue
+		}
+		clash := func(what string, at string) {
+			c.errorf(d.totpRange, nil,
+				fmt.Sprintf("%s at %s. Every port of a TOTP range is reserved for its door's derived knocks, so nothing else may use one.", what, at),
+				"TOTP range of door %q overlaps another rule", d.door.Name)
+		}
+		for _, o := range doors {
+			for _, l := range []*portList{o.seq, o.closeSeq, o.open} {
+				if l == nil {
+					continue
+				}
+				for i, p := range l.ports {
+					if t.Contains(p) {
+						clash(fmt.Sprintf("Door %q %s uses %v", o.door.Name, l.attr.Name, p), pos(l.elems[i]))
+					}
+				}
+			}
+			if o.door.SPA != nil && t.Contains(o.door.SPA.Port) {
+				clash(fmt.Sprintf("Door %q listens for SPA on %v", o.door.Name, o.door.SPA.Port), pos(*o.spaPort))
+			}
+			if o != d && o.door.TOTP != nil && o.door.TOTP.Proto == t.Proto && o.door.TOTP.Lo <= t.Hi && t.Lo <= o.door.TOTP.Hi {
+				clash(fmt.Sprintf("Door %q's TOTP range overlaps it", o.door.Name), pos(*o.totpRange))
+			}
+		}
+	}
+}
+
+func (c *compiler) penalty(b *hcl.Block, p *Policy) {
+	var raw rawPenalty
+	c.diags = append(c.diags, gohcl.DecodeBody(b.Body, nil, &raw)...)
+	pen := &p.Penalty
+	if present(raw.Failures) {
+		if n, ok := c.whole(raw.Failures, 0, 1_000_000, "Failures within the window that put a source in the box; 0 turns the box off."); ok {
+			pen.Failures = int(n)
+		}
+	}
+	pen.Within = c.duration("penalty", raw.Within, pen.Within)
+	pen.Ban = c.duration("penalty", raw.Ban, pen.Ban)
+	if present(raw.MaxSources) {
+		if n, ok := c.whole(raw.MaxSources, 1, maxCap, "The box's own table, allocated at start, holds this many sources."); ok {
+			pen.MaxSources = int(n)
+		}
+	}
+}

@@ -1,0 +1,135 @@
+package rules
+
+import (
+	"encoding/base64"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/knockgate/knockgate/verdict"
+)
+
+var secret = base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+
+func TestResistValid(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "otp.secret"), []byte("TOTP_SECRET_BASE64: "+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := `
+penalty {
+  failures    = 3
+  within      = "30s"
+  ban         = "1h"
+  max_sources = 50
+}
+door "otp" {
+  totp {
+    secret_base64 = "` + secret + `"
+    ports         = "udp/40000-40999"
+  }
+  open            = ["tcp/22"]
+  max_connections = 1
+}
+door "otp2" {
+  totp {
+    secret_file = "otp.secret"
+    step        = "60s"
+    length      = 6
+    ports       = "tcp/41000-41015"
+  }
+  open = ["tcp/23"]
+}`
+	p, err := Parse([]byte(src), filepath.Join(dir, "p.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Penalty != (verdict.Penalty{Failures: 3, Within: 30 * time.Second, Ban: time.Hour, MaxSources: 50}) {
+		t.Errorf("penalty %+v", p.Penalty)
+	}
+	a, b := p.Doors[0], p.Doors[1]
+	if a.TOTP == nil || a.TOTP.Step != DefaultTOTPStep || a.TOTP.Length != DefaultTOTPLength ||
+		a.TOTP.Proto != verdict.UDP || a.TOTP.Lo != 40000 || a.TOTP.Hi != 40999 || a.MaxConnections != 1 || len(a.Sequence) != 0 {
+		t.Errorf("otp: %+v %+v", a, a.TOTP)
+	}
+	if b.TOTP == nil || b.TOTP.Step != time.Minute || b.TOTP.Length != 6 || b.TOTP.Proto != verdict.TCP ||
+		string(b.TOTP.Secret) != "0123456789abcdef0123456789abcdef" {
+		t.Errorf("otp2: %+v", b.TOTP)
+	}
+	if _, err := verdict.NewEngine(p.Policy, time.Unix(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestResistErrors(t *testing.T) {
+	tests := []struct {
+		name, src string
+		want      []string
+	}{
+		{"no secret", `door "d" {
+  totp { ports = "udp/40000-40999" }
+  open = ["tcp/22"]
+}`, []string{`t.hcl:2:3: door "d" totp block has no secret`}},
+		{"short secret and bad range", `door "d" {
+  totp {
+    secret_base64 = "c2hvcnQ="
+    ports         = "udp/40000-40010"
+    step          = "1500ms"
+  }
+  open = ["tcp/22"]
+}`, []string{
+			`t.hcl:3:21: invalid TOTP secret of door "d"`,
+			`t.hcl:4:21: TOTP range "udp/40000-40010" of door "d" is too small`,
+			`t.hcl:5:21: invalid TOTP step of door "d"`,
+		}},
+		{"sequence and totp", `door "d" {
+  sequence = ["tcp/1"]
+  totp {
+    secret_base64 = "` + secret + `"
+    ports         = "udp/40000-40999"
+  }
+  open = ["tcp/22"]
+}`, []string{`t.hcl:2:3: door "d" has both a sequence and a totp block`}},
+		{"range overlaps", `door "d" {
+  totp {
+    secret_base64 = "` + secret + `"
+    ports         = "udp/40000-40999"
+  }
+  open = ["tcp/22", "udp/40500"]
+}`, []string{`t.hcl:4:21: TOTP range of door "d" overlaps another rule; Door "d" open uses udp/40500 at t.hcl:6:21`}},
+		{"max_connections and penalty", `door "d" {
+  sequence        = ["tcp/1"]
+  open            = ["tcp/22"]
+  max_connections = 0
+}
+penalty {
+  failures = -1
+  ban      = "0s"
+}`, []string{
+			`t.hcl:4:21: max_connections 0 is out of range`,
+			`t.hcl:7:14: failures -1 is out of range`,
+			`t.hcl:8:14: penalty ban "0s" is not positive`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.src), "t.hcl")
+			var perr *Error
+			if !errors.As(err, &perr) {
+				t.Fatalf("Parse = %v, want *Error", err)
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != len(tt.want) {
+				t.Fatalf("got %d diagnostics, want %d:\n%v", len(lines), len(tt.want), err)
+			}
+			for i, want := range tt.want {
+				if !strings.HasPrefix(lines[i], want) {
+					t.Errorf("diagnostic %d:\ngot  %s\nwant %s...", i, lines[i], want)
+				}
+			}
+		})
+	}
+}
