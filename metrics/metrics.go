@@ -43,6 +43,7 @@ const (
 	resultReset      = "reset"
 	resultNotAllowed = "not_allowed"
 	resultRetransmit = "retransmit"
+	resultReplay     = "replay"
 )
 
 // Grant events, the event label of knockgate_grants_total.
@@ -50,6 +51,7 @@ const (
 	eventOpened  = "opened"
 	eventRevoked = "revoked"
 	eventExpired = "expired"
+	eventUsedUp  = "used_up"
 )
 
 // counterRef boxes a Counter so that it can sit behind an atomic.Pointer.
@@ -59,7 +61,8 @@ type counterRef struct{ prometheus.Counter }
 // only increments them.
 type doorCounters struct {
 	advanced, completed, reset, notAllowed, retransmit prometheus.Counter
-	opened, revoked, expired                           prometheus.Counter
+	opened, revoked, expired, usedUp                   prometheus.Counter
+	replay                                             prometheus.Counter
 }
 
 // doorSet is the doors of one policy. It is immutable once published, so
@@ -134,11 +137,11 @@ func New(version string, src Sources) *Metrics {
 	m.knocks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "knockgate_knocks_total",
 		Help: "Knocks by door and what they did: advanced a sequence, completed an open or close sequence, " +
-			"reset a sequence in progress, came from a source the door does not allow, or repeated the last knock.",
+			"reset a sequence in progress, came from a source the door does not allow, repeated the last knock, or replayed a TOTP sequence another source used.",
 	}, []string{"door", "result"})
 	m.grants = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "knockgate_grants_total",
-		Help: "Grant events by door: opened by a knock sequence, revoked by a close sequence or an operator, or expired.",
+		Help: "Grant events by door: opened by a knock sequence or SPA packet, revoked by a close sequence or an operator, expired, or used_up by max_connections.",
 	}, []string{"door", "event"})
 	m.doors.Store(&doorSet{byName: map[string]int{}})
 
@@ -225,8 +228,10 @@ func (m *Metrics) SetDoors(names []string) {
 			reset:      k(resultReset),
 			notAllowed: k(resultNotAllowed),
 			retransmit: k(resultRetransmit),
+			replay:     k(resultReplay),
 			opened:     g(eventOpened),
 			revoked:    g(eventRevoked),
+			usedUp:     g(eventUsedUp),
 			expired:    g(eventExpired),
 		}
 	}
@@ -267,7 +272,12 @@ func (m *Metrics) Observe(d verdict.Decision, took time.Duration) {
 		return
 	}
 	dc := &ds.doors[d.Door]
+	if d.GrantEnded {
+		dc.usedUp.Inc()
+	}
 	switch d.Reason {
+	case verdict.ReasonKnockReplay:
+		dc.replay.Inc()
 	case verdict.ReasonKnock:
 		dc.advanced.Inc()
 	case verdict.ReasonKnockRetransmit:

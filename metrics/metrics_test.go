@@ -91,34 +91,40 @@ func TestScenario(t *testing.T) {
 	}, `knockgate_packets_total{reason="knock",verdict="accept"} 1`)
 
 	doors := `
-# HELP knockgate_knocks_total Knocks by door and what they did: advanced a sequence, completed an open or close sequence, reset a sequence in progress, came from a source the door does not allow, or repeated the last knock.
+# HELP knockgate_knocks_total Knocks by door and what they did: advanced a sequence, completed an open or close sequence, reset a sequence in progress, came from a source the door does not allow, repeated the last knock, or replayed a TOTP sequence another source used.
 # TYPE knockgate_knocks_total counter
 knockgate_knocks_total{door="new",result="advanced"} 0
 knockgate_knocks_total{door="new",result="completed"} 1
 knockgate_knocks_total{door="new",result="not_allowed"} 0
+knockgate_knocks_total{door="new",result="replay"} 0
 knockgate_knocks_total{door="new",result="reset"} 0
 knockgate_knocks_total{door="new",result="retransmit"} 0
 knockgate_knocks_total{door="ssh",result="advanced"} 3
 knockgate_knocks_total{door="ssh",result="completed"} 2
 knockgate_knocks_total{door="ssh",result="not_allowed"} 0
+knockgate_knocks_total{door="ssh",result="replay"} 0
 knockgate_knocks_total{door="ssh",result="reset"} 1
 knockgate_knocks_total{door="ssh",result="retransmit"} 1
 knockgate_knocks_total{door="web",result="advanced"} 1
 knockgate_knocks_total{door="web",result="completed"} 0
 knockgate_knocks_total{door="web",result="not_allowed"} 1
+knockgate_knocks_total{door="web",result="replay"} 0
 knockgate_knocks_total{door="web",result="reset"} 2
 knockgate_knocks_total{door="web",result="retransmit"} 0
-# HELP knockgate_grants_total Grant events by door: opened by a knock sequence, revoked by a close sequence or an operator, or expired.
+# HELP knockgate_grants_total Grant events by door: opened by a knock sequence or SPA packet, revoked by a close sequence or an operator, expired, or used_up by max_connections.
 # TYPE knockgate_grants_total counter
 knockgate_grants_total{door="new",event="expired"} 0
 knockgate_grants_total{door="new",event="opened"} 1
 knockgate_grants_total{door="new",event="revoked"} 0
+knockgate_grants_total{door="new",event="used_up"} 0
 knockgate_grants_total{door="ssh",event="expired"} 1
 knockgate_grants_total{door="ssh",event="opened"} 1
 knockgate_grants_total{door="ssh",event="revoked"} 2
+knockgate_grants_total{door="ssh",event="used_up"} 0
 knockgate_grants_total{door="web",event="expired"} 0
 knockgate_grants_total{door="web",event="opened"} 0
 knockgate_grants_total{door="web",event="revoked"} 1
+knockgate_grants_total{door="web",event="used_up"} 0
 `
 	reloads := `
 # HELP knockgate_config_reloads_total Policy reloads, by result.
@@ -377,8 +383,8 @@ func TestSetDoorsConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	m.SetDoors([]string{"b"})
-	if n := testutil.CollectAndCount(m.knocks); n != 5 {
-		t.Errorf("knock series after the last SetDoors = %d, want 5 (one door)", n)
+	if n := testutil.CollectAndCount(m.knocks); n != 6 {
+		t.Errorf("knock series after the last SetDoors = %d, want 6 (one door)", n)
 	}
 	if _, err := m.Registry().Gather(); err != nil {
 		t.Fatal(err)
