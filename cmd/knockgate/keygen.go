@@ -1,0 +1,143 @@
+package main
+
+import (
+	"crypto/rand"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/knockgate/knockgate/verdict"
+	"github.com/knockgate/knockgate/verdict/spa"
+)
+
+func cmdKeygen(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("keygen", "[--hmac-digest sha256] [--quiet] [--server HOST] [--port udp/62201] [--access tcp/22,...]",
+		"Print a fresh SPA key pair in fwknop's format, the two lines that\n"+
+			"`fwknop --key-gen` prints:\n\n"+
+			"  KEY_BASE64: …       (32 random bytes: the encryption passphrase)\n"+
+			"  HMAC_KEY_BASE64: …  (64 random bytes for sha256: the HMAC key)\n\n"+
+			"Saved as they are (the whole output, comments included) they are a door's\n"+
+			"keys_file. After them come, as # comments, a policy spa block and a\n"+
+			"~/.fwknoprc stanza for the stock fwknop client with the same keys;\n"+
+			"--server, --port and --access only fill in those two. Keys are secrets:\n"+
+			"keep the file mode 0600 and move them to the client over a secure channel.\n\n"+
+			"Examples:\n"+
+			"  knockgate keygen --server gw.example.net --access tcp/22\n"+
+			"  (umask 077; knockgate keygen --quiet > /etc/knockgate/nas.keys)", stderr)
+	kind := fs.String("kind", "spa", "what to generate; only spa (fwknop-compatible keys) so far")
+	digestName := fs.String("hmac-digest", "sha256", "HMAC `digest`: md5, sha1, sha256, sha384, sha512, sha3_256 or sha3_512; sets the HMAC key size as fwknop does")
+	quiet := fs.Bool("quiet", false, "print only the KEY_BASE64 and HMAC_KEY_BASE64 lines")
+	server := fs.String("server", "gw.example.net", "the gateway's `host` name or address, for the .fwknoprc stanza")
+	portFlag := fs.String("port", "udp/62201", "the door's SPA `port`, for both snippets")
+	var access portList
+	fs.Var(&access, "access", "comma-separated `ports` to ask for, for the .fwknoprc stanza (default tcp/22)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *kind != "spa" {
+		return fmt.Errorf("invalid --kind %q: only spa is supported", *kind)
+	}
+	digest, err := spa.ParseDigest(*digestName)
+	if err != nil {
+		return fmt.Errorf("invalid --hmac-digest: %w", err)
+	}
+	port, err := parseSPAPort(*portFlag)
+	if err != nil {
+		return fmt.Errorf("invalid --port: %w", err)
+	}
+	if len(access) == 0 {
+		access = portList{{Proto: verdict.TCP, Num: 22}}
+	}
+	enc, mac, err := spa.GenerateKeysFor(rand.Reader, digest)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, spa.FormatKeys(enc, mac))
+	if *quiet {
+		return nil
+	}
+	fmt.Fprint(stdout, keygenSnippets(enc, mac, digest, port, *server, access))
+	return nil
+}
+
+// keygenSnippets shows where the keys go, as comment lines so that the
+// whole output still reads as a keys_file. The .fwknoprc names are the
+// client's (fwknop(8), FWKNOPRC FILE); ALLOW_IP resolve makes the client
+// learn its public address, which is what knockgate compares with the
+// packet's source when the client sits behind NAT.
+func keygenSnippets(enc, mac string, digest spa.Digest, port verdict.Port, server string, access portList) string {
+	var b strings.Builder
+	p := func(format string, args ...any) {
+		b.WriteString(strings.TrimRight("# "+fmt.Sprintf(format, args...), " ") + "\n")
+	}
+	b.WriteString("\n")
+	p("Keep the two lines above secret (mode 0600): either save this output as")
+	p("the door's keys_file, or paste the keys into the door's spa block:")
+	p("")
+	p("  spa {")
+	p("    port            = %q", port.String())
+	p("    key_base64      = %q", enc)
+	p("    hmac_key_base64 = %q", mac)
+	p("    hmac_digest     = %q", digest.String())
+	p("  }")
+	p("")
+	p("For the stock fwknop client, a ~/.fwknoprc stanza (fwknop -n knockgate):")
+	p("")
+	p("  [knockgate]")
+	p("  SPA_SERVER          %s", server)
+	p("  SPA_SERVER_PORT     %d", port.Num)
+	p("  SPA_SERVER_PROTO    udp")
+	p("  ACCESS              %s", access.String())
+	p("  ALLOW_IP            resolve")
+	p("  KEY_BASE64          %s", enc)
+	p("  HMAC_KEY_BASE64     %s", mac)
+	p("  USE_HMAC            Y")
+	p("  HMAC_DIGEST_TYPE    %s", digest.String())
+	p("")
+	p("ALLOW_IP resolve asks a web service for your public address; without NAT")
+	p("set your own address instead (ALLOW_IP 198.51.100.10). Or use our client:")
+	p("  knockgate spa --door NAME --config POLICY %s", server)
+	return b.String()
+}
+
+// parseSPAPort parses an SPA port, "udp/62201" or just "62201". SPA
+// arrives over UDP only.
+func parseSPAPort(s string) (verdict.Port, error) {
+	if !strings.Contains(s, "/") {
+		s = "udp/" + s
+	}
+	p, err := verdict.ParsePort(s)
+	if err != nil {
+		return verdict.Port{}, err
+	}
+	if p.Proto != verdict.UDP {
+		return verdict.Port{}, fmt.Errorf("%q: SPA packets travel over udp only", s)
+	}
+	return p, nil
+}
+
+// portList is a flag of comma-separated proto/port values; it may be given
+// more than once.
+type portList []verdict.Port
+
+func (l portList) String() string {
+	parts := make([]string, len(l))
+	for i, p := range l {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *portList) Set(s string) error {
+	for part := range strings.SplitSeq(s, ",") {
+		p, err := verdict.ParsePort(strings.TrimSpace(part))
+		if err != nil {
+			return err
+		}
+		*l = append(*l, p)
+	}
+	return nil
+}
