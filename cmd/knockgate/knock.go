@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -18,7 +19,8 @@ func cmdKnock(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("knock", "[--door NAME --config FILE] HOST [proto/port ...]",
 		"Send a knock sequence to HOST (an IPv4 or IPv6 address or a name): a bare\n"+
 			"TCP SYN for each tcp/N, one datagram for each udp/N. Ports come from the\n"+
-			"command line, or from a door of a policy file with --door and --config.\n"+
+			"command line, or from a door of a policy file with --door and --config;\n"+
+			"for a door with a totp block, the sequence of the current time step.\n"+
 			"Examples:\n"+
 			"  knockgate knock 198.51.100.1 tcp/7000 udp/8000 tcp/9000\n"+
 			"  knockgate knock --door ssh --config /etc/knockgate/policy.hcl gw.example.net", stderr)
@@ -44,16 +46,20 @@ func cmdKnock(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		for _, d := range p.Doors {
-			if d.Name == *door {
-				seq = d.Sequence
-				if *closeSeq {
-					seq = d.CloseSequence
-				}
-			}
+		d, err := findDoor(p.Policy, *door)
+		if err != nil {
+			return fmt.Errorf("policy %s: %w", *config, err)
 		}
-		if seq == nil {
-			return fmt.Errorf("policy %s has no door %q with that sequence", *config, *door)
+		switch {
+		case *closeSeq:
+			seq = d.CloseSequence
+		case d.TOTP != nil:
+			seq = d.TOTP.Sequence(d.TOTP.Counter(time.Now()), nil)
+		default:
+			seq = d.Sequence
+		}
+		if len(seq) == 0 {
+			return fmt.Errorf("door %q of policy %s has no such sequence", *door, *config)
 		}
 	case len(rest) == 0:
 		return fmt.Errorf("no ports to knock on: give proto/port arguments or --door")
@@ -126,5 +132,58 @@ func knock(addr netip.Addr, k verdict.Port) error {
 	if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		return err
 	}
+	return nil
+}
+
+// findDoor returns the door of p named name.
+func findDoor(p verdict.Policy, name string) (*verdict.Door, error) {
+	for i := range p.Doors {
+		if p.Doors[i].Name == name {
+			return &p.Doors[i], nil
+		}
+	}
+	return nil, fmt.Errorf("no door %q", name)
+}
+
+func cmdSequence(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("sequence", "--door NAME --config FILE",
+		"Print a door's knock sequence, so that any stock knock client can send it.\n"+
+			"For a door with a totp block that is the sequence of the current time\n"+
+			"step (the previous step's is accepted too, so it stays good until the\n"+
+			"end of the next step). Prints the ports as proto/port, then the same\n"+
+			"as arguments of Debian's knock client.", stderr)
+	door := fs.String("door", "", "door `name`")
+	config := fs.String("config", "/etc/knockgate/policy.hcl", "policy `file`")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *door == "" {
+		fs.Usage()
+		return errUsage
+	}
+	p, err := loadPolicy(*config, stderr)
+	if err != nil {
+		return err
+	}
+	d, err := findDoor(p.Policy, *door)
+	if err != nil {
+		return fmt.Errorf("policy %s: %w", *config, err)
+	}
+	seq := d.Sequence
+	now := time.Now()
+	if d.TOTP != nil {
+		c := d.TOTP.Counter(now)
+		seq = d.TOTP.Sequence(c, nil)
+		defer fmt.Fprintf(stdout, "good until %s (the end of the next step)\n", d.TOTP.StepEnds(c+1).Local().Format(time.RFC3339))
+	}
+	if len(seq) == 0 {
+		return fmt.Errorf("door %q has no knock sequence (an SPA door? use knockgate spa)", *door)
+	}
+	knockArgs := make([]string, len(seq))
+	for i, k := range seq {
+		knockArgs[i] = fmt.Sprintf("%d:%s", k.Num, k.Proto)
+	}
+	fmt.Fprintln(stdout, strings.Trim(fmt.Sprint(seq), "[]"))
+	fmt.Fprintf(stdout, "knock -d 100 HOST %s\n", strings.Join(knockArgs, " "))
 	return nil
 }

@@ -220,7 +220,18 @@ func (d *daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Durat
 	if d.m != nil {
 		d.m.Observe(dec, took)
 	}
+	if dec.GrantEnded {
+		d.log.Info("grant used up", "door", d.doorName(dec.Door), "source", p.Src.String(), "by", "max_connections")
+		d.markDirty()
+	}
+	if dec.Banned {
+		d.log.Warn("source penalized: its knocks and SPA packets are ignored for a while", "source", p.Src.String(),
+			"last", dec.Reason.String(), "ban", d.eng.Policy().Penalty.Ban.String())
+	}
 	switch dec.Reason {
+	case verdict.ReasonKnockReplay:
+		d.log.Warn("TOTP sequence replayed by another source", "door", d.doorName(dec.Door), "source", p.Src.String())
+		return
 	case verdict.ReasonOpened:
 		pol := d.eng.Policy()
 		if dec.Door < 0 || dec.Door >= len(pol.Doors) {
