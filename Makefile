@@ -10,7 +10,26 @@ BIN      := bin/knockgate
 SMOKE_FUZZTIME ?= 8s
 FUZZTIME       ?= 5m
 
-.PHONY: all build test unit fuzz-smoke integration fuzz demo bench clean
+.PHONY: all build test unit fuzz-smoke integration fuzz demo bench clean release
+
+# `make release`: static binaries for the gateways knockgate targets, in
+# $(DIST)/knockgate-$(VERSION)-linux-<arch>, with SHA256SUMS. Each entry is
+# GOARCH[:extra environment]: arm is ARMv7 (GOARM=7: Raspberry Pi 2+, most
+# ARM routers), mipsle is soft-float (GOMIPS=softfloat: MT7621, MT76x8 and
+# other FPU-less MIPS routers, without relying on the kernel's FPU
+# emulation). More: make release RELEASE_TARGETS="mips:GOMIPS=softfloat".
+DIST            ?= dist
+RELEASE_TARGETS ?= amd64 arm64 arm:GOARM=7 mipsle:GOMIPS=softfloat
+# Build tags for every release binary, e.g. RELEASE_TAGS=nometrics for
+# small-flash routers (comma- or space-separated). A tagged build gets the
+# tags in its file names (knockgate-<version>-linux-<arch>-nometrics) so it
+# is never mistaken for the full one.
+RELEASE_TAGS    ?=
+comma := ,
+empty :=
+space := $(empty) $(empty)
+RELEASE_TAGLIST := $(subst $(space),$(comma),$(strip $(subst $(comma),$(space),$(RELEASE_TAGS))))
+RELEASE_SUFFIX  := $(if $(RELEASE_TAGLIST),-$(subst $(comma),-,$(RELEASE_TAGLIST)))
 
 all: build
 
@@ -53,6 +72,25 @@ demo: build
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+# Rebuilds every release binary from scratch (the previous release's
+# binaries and SHA256SUMS in $(DIST) are removed first, so SHA256SUMS lists
+# exactly what this run built), then prints their sizes.
+release:
+	@set -e; mkdir -p $(DIST); rm -f $(DIST)/knockgate-* $(DIST)/SHA256SUMS; \
+	for t in $(RELEASE_TARGETS); do \
+	  arch=$${t%%:*}; extra=; case $$t in *:*) extra=$$(echo "$${t#*:}" | tr , ' ');; esac; \
+	  out=$(DIST)/knockgate-$(VERSION)-linux-$$arch$(RELEASE_SUFFIX); \
+	  echo "build $$out$${extra:+ ($$extra)}$(if $(RELEASE_TAGLIST), tags $(RELEASE_TAGLIST))"; \
+	  env -u GOARM -u GOMIPS -u GOAMD64 -u GOARM64 $$extra CGO_ENABLED=0 GOOS=linux GOARCH=$$arch \
+	    $(GO) build -trimpath $(if $(RELEASE_TAGLIST),-tags '$(RELEASE_TAGLIST)') -ldflags '$(LDFLAGS)' -o $$out ./cmd/knockgate; \
+	done; \
+	cd $(DIST) && sha256sum knockgate-* > SHA256SUMS; \
+	echo; printf '%-52s %10s %8s\n' binary bytes MiB; \
+	for f in knockgate-*; do \
+	  n=$$(stat -c %s $$f); printf '%-52s %10d %8s\n' $$f $$n $$(awk "BEGIN{printf \"%.2f\", $$n/1048576}"); \
+	done; \
+	echo; echo "$(DIST)/SHA256SUMS:"; cat SHA256SUMS
 
 clean:
 	rm -rf bin dist
