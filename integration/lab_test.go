@@ -99,8 +99,11 @@ type lab struct {
 	daemon *exec.Cmd
 	log    string
 	// doors is the policy's door blocks; start and writePolicy add the
-	// lab's gate and metrics settings.
-	doors string
+	// lab's gate and metrics settings, and gateExtra inside the gate block.
+	doors     string
+	gateExtra string
+	// logLevel is the daemon's; debug unless a test needs speed.
+	logLevel string
 }
 
 func (l *lab) ns(name string) string { return l.prefix + "-" + name }
@@ -313,8 +316,8 @@ func (l *lab) metricsAddr() string { return "127.0.0.1:8789" }
 // writePolicy writes the policy file: the lab's settings, then doors.
 func (l *lab) writePolicy(doors string) {
 	l.t.Helper()
-	src := fmt.Sprintf("gate {\n  state_file     = %q\n  control_socket = %q\n}\n\nmetrics {\n  listen = %q\n}\n%s",
-		l.stateFile(), l.socket(), l.metricsAddr(), doors)
+	src := fmt.Sprintf("gate {\n  state_file     = %q\n  control_socket = %q\n%s\n}\n\nmetrics {\n  listen = %q\n}\n%s",
+		l.stateFile(), l.socket(), l.gateExtra, l.metricsAddr(), doors)
 	if err := os.WriteFile(l.config(), []byte(src), 0o600); err != nil {
 		l.t.Fatal(err)
 	}
@@ -334,7 +337,11 @@ func (l *lab) start() {
 		l.t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := exec.Command("ip", "netns", "exec", l.ns("gw"), binPath, "run", "--config", cfg, "--log-level", "debug")
+	level := l.logLevel
+	if level == "" {
+		level = "debug"
+	}
+	cmd := exec.Command("ip", "netns", "exec", l.ns("gw"), binPath, "run", "--config", cfg, "--log-level", level)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)

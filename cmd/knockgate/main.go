@@ -27,6 +27,7 @@ func commands() []command {
 		{"validate", "check a policy file and report every error with file:line:col", cmdValidate},
 		{"fmt", "format HCL policy files the way terraform fmt does", cmdFmt},
 		{"knock", "send a door's knock sequence to a host", cmdKnock},
+		{"sequence", "print a door's knock sequence (the current one for TOTP doors)", cmdSequence},
 		{"spa", "send a door's Single Packet Authorization packet to a host", cmdSPA},
 		{"keygen", "print a fresh SPA key pair in fwknop's format", cmdKeygen},
 		{"rules", "print the static iptables and ip6tables steering rules", cmdRules},
