@@ -24,7 +24,7 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 			"Examples:\n"+
 			"  knockgate keygen --server gw.example.net --access tcp/22\n"+
 			"  (umask 077; knockgate keygen --quiet > /etc/knockgate/nas.keys)", stderr)
-	kind := fs.String("kind", "spa", "what to generate; only spa (fwknop-compatible keys) so far")
+	kind := fs.String("kind", "spa", "`kind` of secret to generate; only spa (fwknop-compatible keys) so far")
 	digestName := fs.String("hmac-digest", "sha256", "HMAC `digest`: md5, sha1, sha256, sha384, sha512, sha3_256 or sha3_512; sets the HMAC key size as fwknop does")
 	quiet := fs.Bool("quiet", false, "print only the KEY_BASE64 and HMAC_KEY_BASE64 lines")
 	server := fs.String("server", "gw.example.net", "the gateway's `host` name or address, for the .fwknoprc stanza")
