@@ -183,6 +183,9 @@ func parseKeysFile(b []byte) (enc, mac string) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue // keygen's comments carry a policy snippet with the keys
+		}
 		name, value, ok := strings.Cut(line, ":")
 		if !ok {
 			f := strings.Fields(line)

@@ -149,6 +149,7 @@ func TestParseKeysFile(t *testing.T) {
 	for name, src := range map[string]string{
 		"keygen":      "KEY_BASE64: abc\nHMAC_KEY_BASE64: def\n",
 		"access.conf": "SOURCE ANY\nKEY_BASE64     abc\nHMAC_KEY_BASE64   def\n",
+		"commented":   "KEY_BASE64: abc\nHMAC_KEY_BASE64: def\n# KEY_BASE64: zzz\n#   hmac_key_base64 = \"yyy\"\n# HMAC_KEY_BASE64 yyy\n",
 	} {
 		if enc, mac := parseKeysFile([]byte(src)); enc != "abc" || mac != "def" {
 			t.Errorf("%s: got %q, %q", name, enc, mac)
