@@ -71,7 +71,7 @@ func (c *compiler) totpBlock(door string, b *hcl.Block, body hcl.Body) (*verdict
 			c.errorf(secretRange, nil, err.Error()+".", "failed to read secret_file of door %q", door)
 			return nil, nil
 		}
-		secret = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(b)), "TOTP_SECRET_BASE64:"))
+		secret = parseSecretFile(b)
 	default:
 		c.errorf(blockRange.Ptr(), nil, "A totp block needs secret_base64 or secret_file; `knockgate keygen --kind totp` makes one.",
 			"door %q totp block has no secret", door)
@@ -196,4 +196,18 @@ func (c *compiler) penalty(b *hcl.Block, p *Policy) {
 			pen.MaxSources = int(n)
 		}
 	}
+}
+
+// parseSecretFile reads a TOTP secret file: the output of `knockgate keygen
+// --kind totp` (a TOTP_SECRET_BASE64: line, then comments), or a bare
+// base64 line.
+func parseSecretFile(b []byte) string {
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		return strings.TrimSpace(strings.TrimPrefix(line, "TOTP_SECRET_BASE64:"))
+	}
+	return ""
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"strings"
@@ -23,8 +24,10 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 			"keep the file mode 0600 and move them to the client over a secure channel.\n\n"+
 			"Examples:\n"+
 			"  knockgate keygen --server gw.example.net --access tcp/22\n"+
-			"  (umask 077; knockgate keygen --quiet > /etc/knockgate/nas.keys)", stderr)
-	kind := fs.String("kind", "spa", "`kind` of secret to generate; only spa (fwknop-compatible keys) so far")
+			"  (umask 077; knockgate keygen --quiet > /etc/knockgate/nas.keys)\n\n"+
+			"With --kind totp it prints a secret for a door's totp block instead, as\n"+
+			"TOTP_SECRET_BASE64: … (32 random bytes), which is also a secret_file.", stderr)
+	kind := fs.String("kind", "spa", "`kind` of secret: spa (fwknop-compatible keys) or totp (a secret for a door's totp block)")
 	digestName := fs.String("hmac-digest", "sha256", "HMAC `digest`: md5, sha1, sha256, sha384, sha512, sha3_256 or sha3_512; sets the HMAC key size as fwknop does")
 	quiet := fs.Bool("quiet", false, "print only the KEY_BASE64 and HMAC_KEY_BASE64 lines")
 	server := fs.String("server", "gw.example.net", "the gateway's `host` name or address, for the .fwknoprc stanza")
@@ -37,8 +40,12 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if *kind != "spa" {
-		return fmt.Errorf("invalid --kind %q: only spa is supported", *kind)
+	switch *kind {
+	case "spa":
+	case "totp":
+		return totpKeygen(stdout, *quiet)
+	default:
+		return fmt.Errorf("invalid --kind %q: want spa or totp", *kind)
 	}
 	digest, err := spa.ParseDigest(*digestName)
 	if err != nil {
@@ -139,5 +146,33 @@ func (l *portList) Set(s string) error {
 		}
 		*l = append(*l, p)
 	}
+	return nil
+}
+
+// totpKeygen prints a TOTP secret: one line that is a secret_file as it
+// stands, then the totp block that uses it, as comments.
+func totpKeygen(stdout io.Writer, quiet bool) error {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return fmt.Errorf("failed to read random bytes: %w", err)
+	}
+	secret := base64.StdEncoding.EncodeToString(b[:])
+	fmt.Fprintf(stdout, "TOTP_SECRET_BASE64: %s\n", secret)
+	if quiet {
+		return nil
+	}
+	fmt.Fprintf(stdout, `#
+# In the policy, inside a door (or secret_file = "FILE" with this output):
+#   totp {
+#     secret_base64 = %q
+#     step          = "30s"
+#     length        = 4
+#     ports         = "udp/40000-40999"
+#   }
+# Clients with the same door block knock with
+#   knockgate knock --door NAME --config POLICY HOST
+# or print the current sequence for any knock client with
+#   knockgate sequence --door NAME --config POLICY
+`, secret)
 	return nil
 }

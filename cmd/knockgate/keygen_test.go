@@ -1,6 +1,11 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+
+	"github.com/knockgate/knockgate/rules"
+
 	"strings"
 	"testing"
 
@@ -137,7 +142,7 @@ func TestKeygenErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"keygen", "--hmac-digest", "sha2"}, 1, `invalid --hmac-digest: digest "sha2" is not one of`},
-		{[]string{"keygen", "--kind", "totp"}, 1, `invalid --kind "totp"`},
+		{[]string{"keygen", "--kind", "gpg"}, 1, `invalid --kind "gpg"`},
 		{[]string{"keygen", "--port", "tcp/62201"}, 1, "invalid --port"},
 		{[]string{"keygen", "--access", "tcp/0"}, 2, `invalid value "tcp/0" for flag -access`},
 		{[]string{"keygen", "extra"}, 1, `unexpected argument "extra"`},
@@ -150,5 +155,33 @@ func TestKeygenErrors(t *testing.T) {
 				t.Fatalf("exit %d, output:\n%s%s\nwant exit %d and %q", code, out, errOut, tc.code, tc.want)
 			}
 		})
+	}
+}
+
+// keygen --kind totp prints a secret that a policy reads as a secret_file
+// and a totp block that uses it inline.
+func TestTOTPKeygen(t *testing.T) {
+	code, out, errOut := runMain(t, "keygen", "--kind", "totp")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "otp.secret"), []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	policy := "door \"otp\" {\n  totp {\n    secret_file = \"otp.secret\"\n    ports = \"udp/40000-40999\"\n  }\n  open = [\"tcp/22\"]\n}\n"
+	if err := os.WriteFile(filepath.Join(dir, "p.hcl"), []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := rules.Load(filepath.Join(dir, "p.hcl"))
+	if err != nil {
+		t.Fatalf("the policy refuses keygen's secret: %v", err)
+	}
+	if got := len(p.Doors[0].TOTP.Secret); got != 32 {
+		t.Fatalf("secret of %d bytes", got)
+	}
+	code, out, _ = runMain(t, "sequence", "--door", "otp", "--config", filepath.Join(dir, "p.hcl"))
+	if code != 0 || !strings.Contains(out, "udp/4") || !strings.Contains(out, "good until") {
+		t.Fatalf("sequence: exit %d\n%s", code, out)
 	}
 }
