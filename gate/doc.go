@@ -17,13 +17,28 @@
 //
 //	iptables -t mangle -A PREROUTING -m conntrack --ctstate NEW -p tcp -j NFQUEUE --queue-num 0
 //
-// Without --queue-bypass, the kernel drops every packet sent to a queue that
-// no program has bound: while knockgate is stopped, crashed or restarting,
-// the ports behind the rule are closed (fail closed). Packets waiting in the
-// queue when the socket closes are dropped as well. When the queue is bound
-// but full (Config.MaxQueueLen packets awaiting a verdict), or our socket's
-// receive buffer is (the kernel then reports ENOBUFS, counted in Stats), the
-// kernel drops new packets, unless Config.FailOpen is set, in which case it
-// accepts them without asking. FailOpen therefore trades the gate's
-// protection for availability under load; leave it off for a gate.
+// Fail-closed, the default: without --queue-bypass, the kernel drops every
+// packet sent to a queue that no program has bound, so while knockgate is
+// stopped, crashed or restarting, the ports behind the rule are closed.
+// When the queue is bound but full (Config.MaxQueueLen packets awaiting a
+// verdict), or our socket's receive buffer is (the kernel then reports
+// ENOBUFS, counted in Stats), the kernel drops new packets.
+//
+// Fail-open (Config.FailOpen with an accept mark, and rules that use
+// --queue-bypass): a packet the queue cannot take, because nobody is bound
+// or it is full, is accepted by the kernel without asking us. Such a packet,
+// like one we accept, skips the rest of the queueing chain and goes on at
+// the next table's hook (measured on Linux 6.18 with iptables-nft: a
+// counter after the NFQUEUE rule in mangle PREROUTING never moves, those in
+// nat PREROUTING and mangle INPUT do). What tells the two apart is the mark:
+// the gate sets Config.AcceptMark on what it accepts, the kernel sets
+// nothing, so a static rule in mangle INPUT and FORWARD can drop new
+// connections to protected ports that lack the mark. Unprotected ports then
+// stay reachable while the gate is down or overloaded, protected ones do
+// not. Without such a rule FailOpen trades the gate's protection for
+// availability; knockgate rules --config prints the rules for a policy with
+// fail_open = true.
+//
+// In either mode, packets still waiting in the queue when our socket closes
+// are dropped: the kernel flushes a destroyed queue instance with NF_DROP.
 package gate

@@ -47,6 +47,14 @@ type Config struct {
 	// buffer is full the kernel accepts packets instead of dropping them.
 	// See the package doc.
 	FailOpen bool
+	// AcceptMark and AcceptMask, when AcceptMask is not 0, mark every packet
+	// the gate accepts: the bits of the packet mark inside AcceptMask are
+	// replaced by AcceptMark's, the others kept. A static rule later in the
+	// packet's path can then tell a packet the gate accepted from one the
+	// kernel let through on its own (--queue-bypass, or FailOpen when the
+	// queue is full), which carries no such mark. Dropped packets are not
+	// marked. AcceptMark must lie inside AcceptMask.
+	AcceptMark, AcceptMask uint32
 	// ReadBuffer is the size in bytes of the socket's receive buffer; 0
 	// sizes it to hold MaxQueueLen packets of CopyRange bytes. A smaller
 	// buffer caps the backlog below MaxQueueLen: with the kernel's default
@@ -108,8 +116,9 @@ type Queue struct {
 	nf      *nfqueue.Nfqueue
 	ready   chan struct{}
 
-	// setVerdict is nf.SetVerdict, replaced in unit tests.
-	setVerdict func(id uint32, v int) error
+	// setVerdict sends a verdict, and with setMark the packet's new mark;
+	// unit tests replace it.
+	setVerdict func(id uint32, v int, mark uint32, setMark bool) error
 
 	// decider and pkt belong to the receive goroutine once Run has
 	// started it; pkt is reused so parsing allocates nothing.
@@ -148,6 +157,9 @@ func newQueue(cfg Config) (*Queue, error) {
 	}
 	if cfg.ReadBuffer == 0 {
 		cfg.ReadBuffer = readBufferFor(cfg.MaxQueueLen, cfg.CopyRange)
+	}
+	if cfg.AcceptMark&^cfg.AcceptMask != 0 {
+		return nil, fmt.Errorf("accept mark %#x has bits outside its mask %#x", cfg.AcceptMark, cfg.AcceptMask)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -196,7 +208,15 @@ func Open(cfg Config) (*Queue, error) {
 		return nil, fmt.Errorf("failed to open queue %d: failed to size receive buffer to %d bytes: %w", cfg.Queue, q.cfg.ReadBuffer, err)
 	}
 	q.nf = nf
-	q.setVerdict = nf.SetVerdict
+	q.setVerdict = func(id uint32, v int, mark uint32, setMark bool) error {
+		if setMark {
+			// NFQA_MARK in a verdict sets skb->mark (nfqnl_recv_verdict);
+			// the packet then goes on to the next table's hook, not the
+			// rest of the queueing chain.
+			return nf.SetVerdictWithOption(id, v, nfqueue.WithMark(mark))
+		}
+		return nf.SetVerdict(id, v)
+	}
 	return q, nil
 }
 
@@ -271,7 +291,8 @@ func (q *Queue) Run(ctx context.Context, d Decider) error {
 	// asked for, or less if SO_RCVBUF was capped.
 	rbuf, _ := q.nf.Con.ReadBuffer()
 	q.log.Info("queue bound", "copy_range", q.cfg.CopyRange, "max_queue_len", q.cfg.MaxQueueLen,
-		"read_buffer", rbuf, "fail_open", q.cfg.FailOpen)
+		"read_buffer", rbuf, "fail_open", q.cfg.FailOpen,
+		"accept_mark", fmt.Sprintf("%#x/%#x", q.cfg.AcceptMark, q.cfg.AcceptMask))
 
 	<-ctx.Done()
 	// go-nfqueue's receive goroutine sends an unbind on its way out, but
@@ -335,12 +356,18 @@ func (q *Queue) handle(a nfqueue.Attribute) int {
 	if a.Payload != nil {
 		b = *a.Payload
 	}
-	q.serve(*a.PacketID, b)
+	// The kernel sends NFQA_MARK only when the mark is not 0.
+	var mark uint32
+	if a.Mark != nil {
+		mark = *a.Mark
+	}
+	q.serve(*a.PacketID, mark, b)
 	return 0
 }
 
-// serve decides one packet and sends the verdict. It allocates nothing.
-func (q *Queue) serve(id uint32, b []byte) {
+// serve decides one packet, whose mark is mark, and sends the verdict. It
+// allocates nothing.
+func (q *Queue) serve(id, mark uint32, b []byte) {
 	q.packets.Add(1)
 	d := malformedDecision
 	var took time.Duration
@@ -353,14 +380,15 @@ func (q *Queue) serve(id uint32, b []byte) {
 		d = q.decider.Decide(q.pkt, now)
 		took = time.Since(now)
 	}
-	v := nfqueue.NfDrop
+	v, setMark := nfqueue.NfDrop, false
 	if d.Verdict == verdict.Accept {
-		v = nfqueue.NfAccept
+		v, setMark = nfqueue.NfAccept, q.cfg.AcceptMask != 0
+		mark = q.acceptedMark(mark)
 		q.accepted.Add(1)
 	} else {
 		q.dropped.Add(1)
 	}
-	if err := q.setVerdict(id, v); err != nil {
+	if err := q.setVerdict(id, v, mark, setMark); err != nil {
 		if n := q.verdictErrors.Add(1); logWorthy(n) {
 			q.log.Warn("failed to send verdict", "err", err, "verdict_errors", n)
 		}
@@ -368,6 +396,13 @@ func (q *Queue) serve(id uint32, b []byte) {
 	if q.observe != nil {
 		q.observe(q.pkt, d, took)
 	}
+}
+
+// acceptedMark is the mark an accepted packet leaves with, given the mark
+// it came with: AcceptMark within AcceptMask, the other bits untouched, so
+// marks other tools set in those bits survive.
+func (q *Queue) acceptedMark(old uint32) uint32 {
+	return old&^q.cfg.AcceptMask | q.cfg.AcceptMark
 }
 
 // readError is go-nfqueue's ErrorFunc: it returns non-zero to stop reading.

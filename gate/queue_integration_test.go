@@ -199,6 +199,164 @@ func TestQueueInNamespace(t *testing.T) {
 	}
 }
 
+// TestQueueMarksAccepted checks, for both families, that an accepted packet
+// leaves with the accept mark inside its mask and the rest of its mark
+// kept, and that, accepted or not, it skips the rest of the queueing chain
+// (mangle PREROUTING) and goes on to the next table's hook: why the
+// fail-open rules put their drop rule in mangle INPUT and FORWARD.
+func TestQueueMarksAccepted(t *testing.T) {
+	srv, cli := gateNamespaces(t)
+	for _, ipt := range []string{"iptables", "ip6tables"} {
+		for _, r := range [][]string{
+			// Another tool's mark in the low bits, set before the queue.
+			{"-t", "raw", "-A", "PREROUTING", "-p", "tcp", "--dport", "8080", "-j", "MARK", "--set-mark", "0x5"},
+			// Counters of SYNs, the packets the NFQUEUE rules queue.
+			{"-t", "mangle", "-A", "PREROUTING", "-p", "tcp", "--syn", "-m", "multiport", "--dports", "8080,8081", "-m", "comment", "--comment", "after-queue"},
+			{"-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--syn", "--dport", "8080", "-m", "comment", "--comment", "nat-prerouting"},
+			{"-t", "mangle", "-A", "INPUT", "-p", "tcp", "--syn", "--dport", "8080", "-m", "mark", "--mark", "0x4b470005", "-m", "comment", "--comment", "marked-8080"},
+			{"-t", "mangle", "-A", "INPUT", "-p", "tcp", "--syn", "--dport", "8080", "-m", "comment", "--comment", "all-8080"},
+			{"-t", "mangle", "-A", "INPUT", "-p", "tcp", "--syn", "--dport", "8081", "-m", "comment", "--comment", "all-8081"},
+		} {
+			mustRun(t, "ip", append([]string{"netns", "exec", srv, ipt}, r...)...)
+		}
+	}
+	inNamespace(t, srv, func() {
+		for _, addr := range []netip.Addr{srvAddr4, srvAddr6} {
+			ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(addr, 8080)))
+			if err != nil {
+				t.Errorf("listen: %v", err)
+				return
+			}
+			t.Cleanup(func() { ln.Close() })
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					c.Close()
+				}
+			}()
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	startQueue(t, srv, Config{AcceptMark: 0x4b470000, AcceptMask: 0xffff0000}, &recordingDecider{})
+
+	for _, fam := range []struct {
+		name, ipt string
+		srv       netip.Addr
+	}{
+		{"ipv4", "iptables", srvAddr4},
+		{"ipv6", "ip6tables", srvAddr6},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			if err := ncZ(cli, fam.srv, 8080); err != nil {
+				t.Errorf("connect to %v port 8080 (accepted): %v", fam.srv, err)
+			}
+			if err := ncZ(cli, fam.srv, 8081); err == nil {
+				t.Errorf("connect to %v port 8081 (dropped) succeeded", fam.srv)
+			}
+			c := counters(t, srv, fam.ipt, "mangle", "nat")
+			t.Logf("counters: %v", c)
+			if c["all-8080"] != 1 || c["marked-8080"] != 1 {
+				t.Errorf("mangle INPUT saw %d SYNs to 8080, %d with mark 0x4b470005; want 1 and 1", c["all-8080"], c["marked-8080"])
+			}
+			if c["nat-prerouting"] != 1 {
+				t.Errorf("nat PREROUTING saw %d SYNs to 8080, want 1: an accepted packet goes on to the next hook", c["nat-prerouting"])
+			}
+			if c["after-queue"] != 0 {
+				t.Errorf("the rule after NFQUEUE in mangle PREROUTING counted %d packets, want 0: a verdict skips the rest of the chain", c["after-queue"])
+			}
+			if c["all-8081"] != 0 {
+				t.Errorf("mangle INPUT saw %d dropped SYNs to 8081, want 0", c["all-8081"])
+			}
+		})
+	}
+}
+
+// TestQueueFailOpenWhenFull checks NFQA_CFG_F_FAIL_OPEN: with the queue full
+// the kernel accepts the packets that do not fit, without asking the gate
+// and so without the accept mark, which is what lets a later rule tell them
+// from packets the gate accepted.
+func TestQueueFailOpenWhenFull(t *testing.T) {
+	const burst = 20
+	srv, cli := gateNamespaces(t)
+	for _, r := range [][]string{
+		{"-t", "mangle", "-A", "INPUT", "-p", "udp", "--dport", "9000", "-m", "mark", "--mark", "0x4b470000/0xffff0000", "-m", "comment", "--comment", "marked"},
+		{"-t", "mangle", "-A", "INPUT", "-p", "udp", "--dport", "9000", "-m", "comment", "--comment", "all"},
+	} {
+		mustRun(t, "ip", append([]string{"netns", "exec", srv, "iptables"}, r...)...)
+	}
+	dec := &stallingDecider{release: make(chan struct{}), stalled: make(chan struct{})}
+	q, _, _ := startQueue(t, srv, Config{FailOpen: true, MaxQueueLen: 1, AcceptMark: 0x4b470000, AcceptMask: 0xffff0000}, dec)
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(dec.release)
+		}
+	})
+	// An unconnected socket: nothing listens on 9000, and the port
+	// unreachable errors that the accepted datagrams draw would fail the
+	// next write on a connected one.
+	to := netip.AddrPortFrom(srvAddr4, 9000)
+	send := func(n int) {
+		inNamespace(t, cli, func() {
+			c, err := net.ListenUDP("udp", nil)
+			if err != nil {
+				t.Errorf("udp socket: %v", err)
+				return
+			}
+			defer c.Close()
+			for range n {
+				if _, err := c.WriteToUDPAddrPort([]byte("overflow"), to); err != nil {
+					t.Errorf("send udp: %v", err)
+				}
+			}
+		})
+	}
+	send(1)
+	select {
+	case <-dec.stalled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("first datagram never reached the decider")
+	}
+	// The first datagram is held by the decider, one more fills the queue
+	// (MaxQueueLen 1); the rest find it full.
+	send(burst)
+	c := counters(t, srv, "iptables", "mangle")
+	t.Logf("counters with the queue full: %v; stats %+v", c, q.Stats())
+	if c["all"] != burst || c["marked"] != 0 {
+		t.Errorf("mangle INPUT saw %d datagrams, %d marked; want %d, none marked", c["all"], c["marked"], burst)
+	}
+	close(dec.release)
+	released = true
+}
+
+// counters returns the packet counters of the rules with a comment, by
+// comment, in the given tables of ns.
+func counters(t *testing.T, ns, ipt string, tables ...string) map[string]uint64 {
+	t.Helper()
+	m := make(map[string]uint64)
+	for _, table := range tables {
+		out := mustRun(t, "ip", "netns", "exec", ns, ipt, "-t", table, "-L", "-v", "-x", "-n")
+		for _, line := range strings.Split(out, "\n") {
+			_, after, ok := strings.Cut(line, "/* ")
+			if !ok {
+				continue
+			}
+			name, _, _ := strings.Cut(after, " */")
+			var n uint64
+			if _, err := fmt.Sscan(line, &n); err != nil {
+				t.Fatalf("no counter in %q: %v", line, err)
+			}
+			m[name] += n
+		}
+	}
+	return m
+}
+
 // stallingDecider drops everything, but holds the first packet until
 // released, so the kernel's messages pile up in the socket.
 type stallingDecider struct {

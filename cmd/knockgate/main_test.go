@@ -103,8 +103,8 @@ func TestRulesOutput(t *testing.T) {
 				t.Errorf("section lacks %q:\n%s", want, sec)
 			}
 		}
-		if strings.Contains(sec, "queue-bypass") {
-			t.Errorf("default rules must fail closed:\n%s", sec)
+		if strings.Contains(sec, "queue-bypass") || strings.Contains(sec, "KNOCKGATE-PROTECTED") || strings.Contains(sec, "--mark") {
+			t.Errorf("default rules must fail closed, without bypass or mark rules:\n%s", sec)
 		}
 	}
 	if !strings.Contains(v4, "--to-destination 192.0.2.10:22") || strings.Contains(v4, "2001:db8") {

@@ -64,7 +64,13 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	q, err := gate.Open(gate.Config{Queue: pol.Queue, CopyRange: copyRange(pol.Policy), Logger: logger, Observe: d.observe})
+	gcfg := gate.Config{Queue: pol.Queue, CopyRange: copyRange(pol.Policy), Logger: logger, Observe: d.observe, FailOpen: pol.FailOpen}
+	if pol.FailOpen {
+		// The fail-open rules drop new connections to protected ports
+		// that lack this mark; fail-closed rules ignore marks.
+		gcfg.AcceptMark, gcfg.AcceptMask = pol.AcceptMark, pol.AcceptMask
+	}
+	q, err := gate.Open(gcfg)
 	if err != nil {
 		return err
 	}
