@@ -244,8 +244,14 @@ func (d *daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Durat
 			return // a reload renumbered the doors in between
 		}
 		door := pol.Doors[dec.Door]
-		d.log.Info("grant opened", "door", door.Name, "source", p.Src.String(),
-			"open_for", door.OpenFor.String(), "ports", fmt.Sprint(door.Open))
+		by, ports := "knock", fmt.Sprint(door.Open)
+		if door.SPA != nil && p.Proto == door.SPA.Port.Proto && p.DstPort == door.SPA.Port.Num {
+			// An SPA grant covers the ports the packet asked for, and a
+			// client timeout may shorten it; status shows the details.
+			by, ports = "spa", "as requested"
+		}
+		d.log.Info("grant opened", "door", door.Name, "source", p.Src.String(), "by", by,
+			"open_for", door.OpenFor.String(), "ports", ports)
 		d.markDirty()
 		return
 	case verdict.ReasonClosed:
@@ -268,8 +274,9 @@ func (d *daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Durat
 			"packet", verdict.Port{Proto: p.Proto, Num: p.DstPort}.String())
 	}
 	switch dec.Reason {
-	case verdict.ReasonKnock, verdict.ReasonNotAllowed, verdict.ReasonKnockRetransmit, verdict.ReasonKnockWrong,
-		verdict.ReasonSPAInvalid, verdict.ReasonSPAReplay, verdict.ReasonSPARateLimited:
+	case verdict.ReasonSPAInvalid, verdict.ReasonSPAReplay, verdict.ReasonSPARateLimited:
+		d.log.Debug("spa packet refused", "door", d.doorName(dec.Door), "source", p.Src.String(), "reason", dec.Reason.String())
+	case verdict.ReasonKnock, verdict.ReasonNotAllowed, verdict.ReasonKnockRetransmit, verdict.ReasonKnockWrong:
 		d.log.Debug("knock", "door", d.doorName(dec.Door), "source", p.Src.String(), "reason", dec.Reason.String(),
 			"packet", verdict.Port{Proto: p.Proto, Num: p.DstPort}.String())
 	}
@@ -389,6 +396,8 @@ func (d *daemon) reload(by string) (*reloadOutcome, error) {
 		"metrics listen":   pol.MetricsListen != d.pol.MetricsListen,
 		"control_socket":   pol.ControlSocket != d.pol.ControlSocket,
 		"spa (copy range)": copyRange(pol.Policy) > copyRange(d.pol.Policy),
+		"fail_open":        pol.FailOpen != d.pol.FailOpen,
+		"accept_mark":      pol.AcceptMark != d.pol.AcceptMark || pol.AcceptMask != d.pol.AcceptMask,
 	} {
 		if changed {
 			d.log.Warn("a changed setting takes effect at the next restart", "setting", what)
@@ -397,6 +406,7 @@ func (d *daemon) reload(by string) (*reloadOutcome, error) {
 	// The queue and the sockets stay bound as they are; the state file
 	// can follow at once.
 	pol.Queue, pol.MetricsListen, pol.ControlSocket = d.pol.Queue, d.pol.MetricsListen, d.pol.ControlSocket
+	pol.FailOpen, pol.AcceptMark, pol.AcceptMask = d.pol.FailOpen, d.pol.AcceptMark, d.pol.AcceptMask
 	d.pol = pol
 	out := &reloadOutcome{Doors: len(pol.Doors)}
 	for _, g := range ended {
