@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -104,11 +101,8 @@ func TestFailOpenDaemonKilledKeepsDoorsShut(t *testing.T) {
 // for it, with the lab's DNAT.
 func (l *lab) loadFailOpen() {
 	l.t.Helper()
-	src := fmt.Sprintf("gate {\n  state_file     = %q\n  control_socket = %q\n  fail_open      = true\n}\n\nmetrics {\n  listen = %q\n}\n%s",
-		l.stateFile(), l.socket(), l.metricsAddr(), l.doors)
-	if err := os.WriteFile(l.config(), []byte(src), 0o600); err != nil {
-		l.t.Fatal(err)
-	}
+	l.gateExtra = "  fail_open = true"
+	l.writePolicy(l.doors)
 	gw := l.ns("gw")
 	for _, ipt := range []string{"iptables", "ip6tables"} {
 		for _, table := range []string{"mangle", "filter", "nat"} {
@@ -130,37 +124,13 @@ func (l *lab) loadFailOpen() {
 	l.mustIn(v6rules, "ip", "netns", "exec", gw, "ip6tables-restore", "--noflush")
 }
 
-// startFailOpen runs the daemon on the policy loadFailOpen wrote, as start
-// does (start would write the lab's fail-closed policy over it).
+// startFailOpen runs the daemon on the fail-open policy (start rewrites the
+// policy from l.doors and l.gateExtra, which loadFailOpen set).
 func (l *lab) startFailOpen() {
 	l.t.Helper()
-	if l.daemon != nil && l.daemon.ProcessState == nil {
-		l.t.Fatal("startFailOpen: a daemon is already running")
-	}
-	l.log = filepath.Join(l.dir, fmt.Sprintf("knockgate-%d.log", len(l.procs)))
-	f, err := os.Create(l.log)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command("ip", "netns", "exec", l.ns("gw"), binPath, "run", "--config", l.config(), "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		l.t.Fatal(err)
-	}
-	l.mu.Lock()
-	l.procs = append(l.procs, cmd)
-	l.daemon = cmd
-	l.mu.Unlock()
-	l.waitLog("knockgate ready", 10*time.Second)
-	if !l.hasLog("queue bound", "fail_open=true", "accept_mark=0x4b470000/0xffff0000") {
-		b, _ := os.ReadFile(l.log)
-		l.t.Fatalf("the daemon did not bind its queue fail-open with the accept mark; log:\n%s", b)
-	}
+	l.start()
 }
 
-// protectedDrops sums the packet counters of the fail-open drop rules in
-// the gateway.
 func (l *lab) protectedDrops(ipt string) uint64 {
 	l.t.Helper()
 	out := l.must("ip", "netns", "exec", l.ns("gw"), ipt, "-t", "mangle", "-L", "KNOCKGATE-PROTECTED", "-v", "-x", "-n")

@@ -130,21 +130,8 @@ func newError(diags hcl.Diagnostics, files map[string]*hcl.File) *Error {
 	// Diagnostics come from several passes (syntax, per door, across doors),
 	// and gohcl walks attributes in map order; sorting by position makes the
 	// output read top to bottom and stay the same from run to run.
-	diags = slices.Clone(diags)
-	slices.SortStableFunc(diags, func(a, b *hcl.Diagnostic) int {
-		switch {
-		case a.Subject == nil && b.Subject == nil:
-			return 0
-		case a.Subject == nil:
-			return -1
-		case b.Subject == nil:
-			return 1
-		}
-		return cmp.Or(
-			cmp.Compare(a.Subject.Filename, b.Subject.Filename),
-			cmp.Compare(a.Subject.Start.Byte, b.Subject.Start.Byte),
-		)
-	})
+	diags = SortDiagnostics(diags)
+
 	return &Error{Diags: diags, files: files}
 }
 
@@ -179,4 +166,25 @@ func (e *Error) WriteText(w io.Writer, width uint, color bool) error {
 // terminals turn into a link (hcl.Range.String gives file:line,col-col).
 func pos(r hcl.Range) string {
 	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
+}
+
+// SortDiagnostics returns a copy of diags in source order (those without a
+// position first), so that a list of errors reads top to bottom.
+func SortDiagnostics(diags hcl.Diagnostics) hcl.Diagnostics {
+	diags = slices.Clone(diags)
+	slices.SortStableFunc(diags, func(a, b *hcl.Diagnostic) int {
+		switch {
+		case a.Subject == nil && b.Subject == nil:
+			return 0
+		case a.Subject == nil:
+			return -1
+		case b.Subject == nil:
+			return 1
+		}
+		return cmp.Or(
+			cmp.Compare(a.Subject.Filename, b.Subject.Filename),
+			cmp.Compare(a.Subject.Start.Byte, b.Subject.Start.Byte),
+		)
+	})
+	return diags
 }

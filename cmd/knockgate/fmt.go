@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclwrite"
+
+	"github.com/knockgate/knockgate/rules"
 )
 
 // Exit statuses of fmt, as terraform fmt has them: 1 for a file that could
@@ -243,18 +244,8 @@ func formatHCL(src []byte, filename string, stderr io.Writer) ([]byte, error) {
 	if diags.HasErrors() {
 		// The lexer and parser report in separate passes; in source
 		// order the output reads top to bottom.
-		diags = slices.Clone(diags)
-		slices.SortStableFunc(diags, func(a, b *hcl.Diagnostic) int {
-			switch {
-			case a.Subject == nil && b.Subject == nil:
-				return 0
-			case a.Subject == nil:
-				return -1
-			case b.Subject == nil:
-				return 1
-			}
-			return cmp.Compare(a.Subject.Start.Byte, b.Subject.Start.Byte)
-		})
+		diags = rules.SortDiagnostics(diags)
+
 		// First one file:line:col line per diagnostic, which editors and
 		// terminals link to, then each with its source lines.
 		for _, d := range diags {
