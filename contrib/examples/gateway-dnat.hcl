@@ -1,20 +1,24 @@
 # A gateway that forwards a port to a host on its LAN, with the forward
-# behind a door. The NAT table has a static rule such as
-#   iptables -t nat -A PREROUTING -i wan0 -p tcp --dport 2222 \
-#     -j DNAT --to-destination 192.168.1.10:22
-# and packets are queued from the mangle table's PREROUTING chain, which
-# runs before nat's PREROUTING. The engine therefore sees the pre-DNAT
-# destination, the gateway's own tcp/2222, and that is the port the door
-# must open, not the LAN host's tcp/22. (Queue from FORWARD instead and the
-# engine would see 192.168.1.10:22 after the rewrite.)
-#
-#   iptables -t mangle -A PREROUTING -i wan0 -m conntrack --ctstate NEW \
-#     -j NFQUEUE --queue-num 0
+# behind a door. The steering rules, with the static DNAT, come from
+#   knockgate rules --interface wan0 --dnat tcp/2222=192.0.2.10:22
+# which prints, among the rest:
+#   *mangle
+#   -A PREROUTING -i wan0 -m addrtype --dst-type LOCAL -m conntrack --ctstate NEW -j KNOCKGATE
+#   -A KNOCKGATE -p tcp -j NFQUEUE --queue-num 0
+#   ...
+#   *nat
+#   -A PREROUTING -i wan0 -m addrtype --dst-type LOCAL -p tcp --dport 2222 -j DNAT --to-destination 192.0.2.10:22
+# Packets are queued from mangle PREROUTING, which runs before nat
+# PREROUTING, so the engine sees the pre-DNAT destination, the gateway's own
+# tcp/2222: that is the port the door must open, not the LAN host's tcp/22.
+# (Queued from FORWARD instead, the engine would see 192.0.2.10:22 after the
+# rewrite.)
 
 gate {
   queue = 0
-  # Only the doors' ports are queued from wan0 here, so this only decides
-  # what happens to queued packets no door names.
+  # Every new connection to the gateway arriving on wan0 is queued; this
+  # closes everything no door names, so from the WAN the gateway offers
+  # nothing but the door.
   unprotected = "drop"
 }
 
