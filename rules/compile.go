@@ -171,38 +171,27 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 	if content == nil {
 		return p
 	}
-	var gate, metrics, penalty *hcl.Block
+	// The settings blocks may each appear once; singles maps a block type
+	// to what reads it and remembers the first one seen.
+	singles := map[string]struct {
+		first *hcl.Block
+		read  func(*hcl.Block, *Policy)
+	}{"gate": {read: c.gate}, "metrics": {read: c.metrics}, "penalty": {read: c.penalty}}
 	named := map[string]*hcl.Block{}
 	var doors []*doorSrc
 	for _, b := range content.Blocks {
 		switch b.Type {
-		case "gate":
-			if gate != nil {
+		case "gate", "metrics", "penalty":
+			one := singles[b.Type]
+			if one.first != nil {
 				c.errorf(b.DefRange.Ptr(), nil,
-					fmt.Sprintf("The first gate block is at %s; put every gate setting in it.", pos(gate.DefRange)),
-					"duplicate gate block")
+					fmt.Sprintf("The first %s block is at %s; put every %s setting in it.", b.Type, pos(one.first.DefRange), b.Type),
+					"duplicate %s block", b.Type)
 				continue
 			}
-			gate = b
-			c.gate(b, p)
-		case "metrics":
-			if metrics != nil {
-				c.errorf(b.DefRange.Ptr(), nil,
-					fmt.Sprintf("The first metrics block is at %s; put every metrics setting in it.", pos(metrics.DefRange)),
-					"duplicate metrics block")
-				continue
-			}
-			metrics = b
-			c.metrics(b, p)
-		case "penalty":
-			if penalty != nil {
-				c.errorf(b.DefRange.Ptr(), nil,
-					fmt.Sprintf("The first penalty block is at %s; put every penalty setting in it.", pos(penalty.DefRange)),
-					"duplicate penalty block")
-				continue
-			}
-			penalty = b
-			c.penalty(b, p)
+			one.first = b
+			singles[b.Type] = one
+			one.read(b, p)
 		case "door":
 			if len(b.Labels) != 1 {
 				continue // hcl has reported the missing or extra label

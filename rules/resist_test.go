@@ -2,10 +2,8 @@ package rules
 
 import (
 	"encoding/base64"
-	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -117,19 +115,7 @@ penalty {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse([]byte(tt.src), "t.hcl")
-			var perr *Error
-			if !errors.As(err, &perr) {
-				t.Fatalf("Parse = %v, want *Error", err)
-			}
-			lines := strings.Split(err.Error(), "\n")
-			if len(lines) != len(tt.want) {
-				t.Fatalf("got %d diagnostics, want %d:\n%v", len(lines), len(tt.want), err)
-			}
-			for i, want := range tt.want {
-				if !strings.HasPrefix(lines[i], want) {
-					t.Errorf("diagnostic %d:\ngot  %s\nwant %s...", i, lines[i], want)
-				}
-			}
+			wantDiags(t, err, tt.want)
 		})
 	}
 }

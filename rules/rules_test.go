@@ -622,3 +622,22 @@ func TestLoad(t *testing.T) {
 		t.Errorf("Load of an invalid file gave %v, want an *Error at %s:1:1", err, bad)
 	}
 }
+
+// wantDiags checks that err is an *Error whose lines start, in order, with
+// the prefixes in want: position, summary and, where it matters, detail.
+func wantDiags(t *testing.T, err error, want []string) {
+	t.Helper()
+	var perr *Error
+	if !errors.As(err, &perr) {
+		t.Fatalf("Parse = %v, want *Error", err)
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("got %d diagnostics, want %d:\n%v", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("diagnostic %d:\ngot  %s\nwant %s...", i, lines[i], w)
+		}
+	}
+}

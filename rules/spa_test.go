@@ -2,11 +2,9 @@ package rules
 
 import (
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -128,19 +126,7 @@ func TestSPAErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			src := fmt.Sprintf("\ndoor \"d\" {\n  %s\n  open = [\"tcp/22\"]\n}\n", tt.body)
 			_, err := Parse([]byte(src), "t.hcl")
-			var perr *Error
-			if !errors.As(err, &perr) {
-				t.Fatalf("Parse = %v, want *Error", err)
-			}
-			lines := strings.Split(err.Error(), "\n")
-			if len(lines) != len(tt.want) {
-				t.Fatalf("got %d diagnostics, want %d:\n%v", len(lines), len(tt.want), err)
-			}
-			for i, want := range tt.want {
-				if !strings.HasPrefix(lines[i], want) {
-					t.Errorf("diagnostic %d:\ngot  %s\nwant %s...", i, lines[i], want)
-				}
-			}
+			wantDiags(t, err, tt.want)
 		})
 	}
 }
