@@ -78,21 +78,9 @@ func TestQueueInNamespace(t *testing.T) {
 	inNamespace(t, srv, func() {
 		for _, addr := range []netip.Addr{srvAddr4, srvAddr6} {
 			for _, port := range []uint16{8080, 8081} {
-				ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(addr, port)))
-				if err != nil {
-					t.Errorf("listen: %v", err)
+				if !listenAndClose(t, netip.AddrPortFrom(addr, port)) {
 					return
 				}
-				t.Cleanup(func() { ln.Close() })
-				go func() {
-					for {
-						c, err := ln.Accept()
-						if err != nil {
-							return
-						}
-						c.Close()
-					}
-				}()
 			}
 		}
 		var err error
@@ -222,21 +210,9 @@ func TestQueueMarksAccepted(t *testing.T) {
 	}
 	inNamespace(t, srv, func() {
 		for _, addr := range []netip.Addr{srvAddr4, srvAddr6} {
-			ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(addr, 8080)))
-			if err != nil {
-				t.Errorf("listen: %v", err)
+			if !listenAndClose(t, netip.AddrPortFrom(addr, 8080)) {
 				return
 			}
-			t.Cleanup(func() { ln.Close() })
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
 		}
 	})
 	if t.Failed() {
@@ -603,4 +579,26 @@ func mustRun(t *testing.T, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// listenAndClose listens on at (in whatever namespace the calling thread is
+// in) and closes every connection it accepts: the handshake is all these
+// tests look at. It reports false, having failed t, when it cannot listen.
+func listenAndClose(t *testing.T, at netip.AddrPort) bool {
+	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(at))
+	if err != nil {
+		t.Errorf("listen on %s: %v", at, err)
+		return false
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return true
 }

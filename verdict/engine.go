@@ -86,7 +86,6 @@ type compiled struct {
 	openLists [][]opener
 	spaLists  [][]int
 	totp      []totpDoor
-	openForNs []int64
 	doorIndex map[string]int
 }
 
@@ -169,7 +168,6 @@ func compile(p Policy) (*compiled, error) {
 		if len(d.Sequence) > 0xffff || len(d.CloseSequence) > 0xffff {
 			return nil, fmt.Errorf("door %q has a sequence longer than 65535 knocks", d.Name)
 		}
-		e.openForNs = append(e.openForNs, int64(d.OpenFor))
 		for _, s := range []struct {
 			ports []Port
 			close bool
@@ -424,7 +422,7 @@ func (e *Engine) complete(d *Decision, src netip.Addr, s *sequence, t int64) {
 		}
 	}
 	d.Reason = ReasonOpened
-	e.grant(gk, t, e.c.openForNs[s.door], ^uint64(0))
+	e.grant(gk, t, int64(e.c.policy.Doors[s.door].OpenFor), ^uint64(0))
 }
 
 // grant opens (or renews) a grant for ports, for dur from t. Renewing a
@@ -433,7 +431,7 @@ func (e *Engine) grant(k key, t, dur int64, ports uint64) {
 	g := e.grants.get(k)
 	if g == nil {
 		if e.grants.full() {
-			e.evictGrant(t)
+			e.evictGrant()
 		}
 		g = e.grants.insert(k)
 	} else if g.until > t {
@@ -479,58 +477,28 @@ func (e *Engine) rand() uint64 {
 	return x
 }
 
-// evictSample is how many occupied slots an eviction looks at. At most half
-// the slots are ever in use, so this scans about twice as many slots.
-const evictSample = 8
-
 // evictProgress makes room in a full progress table. From a random sample it
 // evicts the sequence least worth keeping: one already timed out, else the
 // one with the fewest knocks matched, else the oldest. A flood of spoofed
 // first knocks thus pushes out its own kind before a knocker who is further
 // along.
 func (e *Engine) evictProgress(t int64) {
-	tb := &e.progress
-	best, bestStep, bestLast := -1, uint16(0), int64(0)
-	i := e.rand() & tb.mask
-	for seen := 0; seen < evictSample; i = (i + 1) & tb.mask {
-		s := &tb.slots[i]
-		if !s.used {
-			continue
+	seqs := e.c.seqs
+	e.progress.evict(e.rand(), func(p *progress) uint64 {
+		if t-p.start > seqs[p.seq].timeout {
+			return 0
 		}
-		seen++
-		pr := &s.v
-		if t-pr.start > e.c.seqs[pr.seq].timeout {
-			best = int(i)
-			break
-		}
-		if best < 0 || pr.step < bestStep || (pr.step == bestStep && pr.last < bestLast) {
-			best, bestStep, bestLast = int(i), pr.step, pr.last
-		}
-	}
-	tb.deleteAt(best)
+		// Knocks matched first, then recency: last in units of 65.5µs
+		// (ns >> 16), whose 48 bits outlast any uptime.
+		return uint64(p.step)<<48 | since(p.last)>>16&(1<<48-1)
+	})
 	e.evictions++
 }
 
 // evictGrant makes room in a full grant table by ending, from a random
-// sample, the grant closest to its expiry.
-func (e *Engine) evictGrant(t int64) {
-	tb := &e.grants
-	best, bestUntil := -1, int64(0)
-	i := e.rand() & tb.mask
-	for seen := 0; seen < evictSample; i = (i + 1) & tb.mask {
-		s := &tb.slots[i]
-		if !s.used {
-			continue
-		}
-		seen++
-		if best < 0 || s.v.until < bestUntil {
-			best, bestUntil = int(i), s.v.until
-		}
-		if s.v.until <= t {
-			break
-		}
-	}
-	tb.deleteAt(best)
+// sample, the grant closest to its expiry (or past it).
+func (e *Engine) evictGrant() {
+	e.grants.evict(e.rand(), func(g *grant) uint64 { return since(g.until) })
 	e.evictions++
 }
 

@@ -518,3 +518,18 @@ func ExampleEngine_Decide() {
 	// tcp/9000 drop opened
 	// tcp/22 accept granted
 }
+
+// evict removes the worst entry of its sample; in a table smaller than the
+// sample, that is the worst entry of all, wherever the scan starts.
+func TestTableEvict(t *testing.T) {
+	for start := uint64(0); start < 16; start++ {
+		tb := newTable[int](4, 99)
+		for i := 1; i <= 4; i++ {
+			*tb.insert(key{lo: uint64(i)}) = i * 10
+		}
+		tb.evict(start, func(v *int) uint64 { return uint64(*v) })
+		if tb.n != 3 || tb.get(key{lo: 1}) != nil {
+			t.Fatalf("start %d: the entry of value 10 survived, or more went (n=%d)", start, tb.n)
+		}
+	}
+}

@@ -71,25 +71,12 @@ func (e *Engine) penalize(d *Decision, src netip.Addr, t int64) {
 // end. A flood of failures from spoofed sources thus wears out records of
 // its own kind before it can free a banned brute forcer.
 func (e *Engine) evictPenalty(t int64) {
-	tb := &e.penalty
-	best, bestBanned, bestKey := -1, false, int64(0)
-	i := e.rand() & tb.mask
-	for seen := 0; seen < evictSample; i = (i + 1) & tb.mask {
-		s := &tb.slots[i]
-		if !s.used {
-			continue
+	e.penalty.evict(e.rand(), func(p *penalty) uint64 {
+		if p.until > t {
+			return 1<<63 | since(p.until)>>1
 		}
-		seen++
-		banned := s.v.until > t
-		k := s.v.window
-		if banned {
-			k = s.v.until
-		}
-		if best < 0 || (bestBanned && !banned) || (banned == bestBanned && k < bestKey) {
-			best, bestBanned, bestKey = int(i), banned, k
-		}
-	}
-	tb.deleteAt(best)
+		return since(p.window) >> 1
+	})
 	e.evictions++
 }
 

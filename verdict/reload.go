@@ -130,7 +130,7 @@ func (e *Engine) Restore(gs []Grant, now time.Time) (restored, skipped int) {
 		}
 		// A saved grant never outlasts what the door grants now: a policy
 		// that shortened open_for since should not be bypassed by a restart.
-		if max := e.c.openForNs[di]; int64(left) > max {
+		if max := int64(e.c.policy.Doors[di].OpenFor); int64(left) > max {
 			left = time.Duration(max)
 		}
 		k := keyOf(g.Source.Unmap(), di)

@@ -90,14 +90,10 @@ func (e *Engine) spaAllow(src netip.Addr, t int64) bool {
 	tat := tb.get(k)
 	if tat == nil {
 		if tb.full() {
-			// Drop a sender whose allowance is back to full anyway, or
-			// failing that any; a flood of spoofed sources only ever
-			// evicts other senders' rate entries, never a grant.
-			i := e.rand() & tb.mask
-			for !tb.slots[i].used {
-				i = (i + 1) & tb.mask
-			}
-			tb.deleteAt(int(i))
+			// Forget the sender whose allowance is fullest; a flood of
+			// spoofed sources only ever evicts other senders' rate
+			// entries, never a grant.
+			tb.evict(e.rand(), func(tat *int64) uint64 { return since(*tat) })
 		}
 		tat = tb.insert(k)
 		*tat = t
@@ -220,17 +216,7 @@ func (e *Engine) remember(k key, until int64) {
 	if tb.full() {
 		// Forget the packet closest to unusable anyway. Only packets that
 		// authenticated get here, so only key holders can fill the cache.
-		best, bestUntil := -1, int64(0)
-		i := e.rand() & tb.mask
-		for seen := 0; seen < evictSample; i = (i + 1) & tb.mask {
-			if s := &tb.slots[i]; s.used {
-				seen++
-				if best < 0 || s.v < bestUntil {
-					best, bestUntil = int(i), s.v
-				}
-			}
-		}
-		tb.deleteAt(best)
+		tb.evict(e.rand(), func(until *int64) uint64 { return since(*until) })
 		e.evictions++
 	}
 	*tb.insert(k) = until

@@ -169,3 +169,30 @@ func (t *table[V]) sweep(drop func(k key, v *V) bool) {
 		i++
 	}
 }
+
+// evictSample is how many occupied slots an eviction looks at. At most half
+// the slots are ever in use, so this scans about twice as many slots.
+const evictSample = 8
+
+// evict makes room in a full table: from evictSample occupied slots,
+// scanned from a random start (so a flood cannot steer which entries are
+// looked at), it deletes the one with the lowest keep score. Looking at a
+// sample instead of the whole table keeps an eviction O(1) per packet.
+func (t *table[V]) evict(start uint64, keep func(*V) uint64) {
+	best, bestKeep := -1, uint64(0)
+	i := start & t.mask
+	for seen := 0; seen < evictSample; i = (i + 1) & t.mask {
+		if !t.slots[i].used {
+			continue
+		}
+		seen++
+		if k := keep(&t.slots[i].v); best < 0 || k < bestKeep {
+			best, bestKeep = int(i), k
+		}
+	}
+	t.deleteAt(best)
+}
+
+// since turns an engine time into a keep score that orders as the time
+// does; times before the epoch (none in practice) all score 0.
+func since(t int64) uint64 { return uint64(max(t, 0)) }

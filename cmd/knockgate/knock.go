@@ -48,16 +48,9 @@ func cmdKnock(args []string, stdout, stderr io.Writer) error {
 		}
 		d, err := findDoor(p.Policy, *door)
 		if err != nil {
-			return fmt.Errorf("policy %s: %w", *config, err)
+			return fmt.Errorf("policy %s %w", *config, err)
 		}
-		switch {
-		case *closeSeq:
-			seq = d.CloseSequence
-		case d.TOTP != nil:
-			seq = d.TOTP.Sequence(d.TOTP.Counter(time.Now()), nil)
-		default:
-			seq = d.Sequence
-		}
+		seq, _ = doorSequence(d, *closeSeq, time.Now())
 		if len(seq) == 0 {
 			return fmt.Errorf("door %q of policy %s has no such sequence", *door, *config)
 		}
@@ -135,6 +128,20 @@ func knock(addr netip.Addr, k verdict.Port) error {
 	return nil
 }
 
+// doorSequence is what a client knocks on d at now: its close sequence,
+// the current step's sequence of a TOTP door (with the time it stops being
+// accepted, the end of the next step), or its sequence.
+func doorSequence(d *verdict.Door, close bool, now time.Time) (seq []verdict.Port, goodUntil time.Time) {
+	switch {
+	case close:
+		return d.CloseSequence, time.Time{}
+	case d.TOTP != nil:
+		c := d.TOTP.Counter(now)
+		return d.TOTP.Sequence(c, nil), d.TOTP.StepEnds(c + 1)
+	}
+	return d.Sequence, time.Time{}
+}
+
 // findDoor returns the door of p named name.
 func findDoor(p verdict.Policy, name string) (*verdict.Door, error) {
 	for i := range p.Doors {
@@ -142,7 +149,7 @@ func findDoor(p verdict.Policy, name string) (*verdict.Door, error) {
 			return &p.Doors[i], nil
 		}
 	}
-	return nil, fmt.Errorf("no door %q", name)
+	return nil, fmt.Errorf("has no door %q", name)
 }
 
 func cmdSequence(args []string, stdout, stderr io.Writer) error {
@@ -167,14 +174,11 @@ func cmdSequence(args []string, stdout, stderr io.Writer) error {
 	}
 	d, err := findDoor(p.Policy, *door)
 	if err != nil {
-		return fmt.Errorf("policy %s: %w", *config, err)
+		return fmt.Errorf("policy %s %w", *config, err)
 	}
-	seq := d.Sequence
-	now := time.Now()
-	if d.TOTP != nil {
-		c := d.TOTP.Counter(now)
-		seq = d.TOTP.Sequence(c, nil)
-		defer fmt.Fprintf(stdout, "good until %s (the end of the next step)\n", d.TOTP.StepEnds(c+1).Local().Format(time.RFC3339))
+	seq, until := doorSequence(d, false, time.Now())
+	if !until.IsZero() {
+		defer fmt.Fprintf(stdout, "good until %s (the end of the next step)\n", until.Local().Format(time.RFC3339))
 	}
 	if len(seq) == 0 {
 		return fmt.Errorf("door %q has no knock sequence (an SPA door? use knockgate spa)", *door)

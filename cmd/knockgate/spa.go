@@ -178,17 +178,14 @@ func spaDoor(config, name string, stderr io.Writer) (*verdict.Door, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i := range p.Doors {
-		d := &p.Doors[i]
-		if d.Name != name {
-			continue
-		}
-		if d.SPA == nil {
-			return nil, fmt.Errorf("door %q of policy %s has no spa block", name, config)
-		}
-		return d, nil
+	d, err := findDoor(p.Policy, name)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s %w", config, err)
 	}
-	return nil, fmt.Errorf("policy %s has no door %q", config, name)
+	if d.SPA == nil {
+		return nil, fmt.Errorf("door %q of policy %s has no spa block", name, config)
+	}
+	return d, nil
 }
 
 // localUsername is the username field of the packet: the login name, as
