@@ -70,8 +70,18 @@ demo: build
 	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root (it builds a network namespace lab)"; exit 1; fi
 	./contrib/demo/demo.sh $(CURDIR)/$(BIN)
 
-bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./...
+# `make bench` (root, a few minutes): knockgate against a minimal go-nfqueue
+# and a minimal libnetfilter_queue consumer in a namespace lab, the engine's
+# microbenchmarks and knock-to-open vs knockd; writes
+# bench/results/<date>.md and prints a summary (BENCHMARKS.md). The bench's
+# programs are built in $(BENCH_BUILD); BENCH_FLAGS go to bench/run (-help).
+BENCH_BUILD ?= bench/.build
+BENCH_FLAGS ?=
+bench: build
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root (network namespaces, iptables, NFQUEUE)"; exit 1; fi
+	@dpkg -s libnetfilter-queue-dev >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y libnetfilter-queue-dev; }
+	$(GO) build -o $(BENCH_BUILD)/run ./bench/run
+	./$(BENCH_BUILD)/run -build $(BENCH_BUILD) -knockgate $(BIN) -no-build $(BENCH_FLAGS)
 
 # Rebuilds every release binary from scratch (the previous release's
 # binaries and SHA256SUMS in $(DIST) are removed first, so SHA256SUMS lists

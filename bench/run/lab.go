@@ -1,0 +1,375 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The lab: two namespaces joined by one veth pair, nothing in the host's
+// own namespace. Names start with kgb (the integration tests use kgt).
+//
+//	kgb-c  eth0 203.0.113.10/24 2001:db8:1::10/64  (load generator, connect probe)
+//	  │
+//	kgb-gw kgb0 203.0.113.1/24  2001:db8:1::1/64   (the queue, its consumer, a listener on :80)
+//
+// The gateway routes the spoofed sources (198.51.100.0/24,
+// 2001:db8:ff00::/40) back to the client, which is no router and drops
+// the SYN-ACKs and RSTs addressed to them.
+const (
+	nsClient = "kgb-c"
+	nsGW     = "kgb-gw"
+	gwAddr4  = "203.0.113.1"
+	gwAddr6  = "2001:db8:1::1"
+	cAddr4   = "203.0.113.10"
+	cAddr6   = "2001:db8:1::10"
+	spoof4   = "198.51.100.0/24"
+	spoof6   = "2001:db8:ff00::/40"
+
+	// Ports on the gateway: latency connects go to a listener on
+	// listenPort; throughput SYNs go to openPort, where nothing listens
+	// (the gateway answers with a RST, cheaper than a SYN-ACK and a
+	// half-open socket); both are ports no door names. protectedPort is
+	// one a door opens, knockPort the first knock of a door.
+	listenPort    = 80
+	openPort      = 8080
+	protectedPort = 22
+	knockPort     = 7000
+)
+
+// steering is which NFQUEUE rule the gateway's KGB chain holds.
+type steering int
+
+const (
+	steerNone     steering = iota // empty chain: nothing is queued
+	steerQueue0                   // --queue-num 0
+	steerBalance2                 // --queue-balance 0:1
+)
+
+// sysctl is a global value the bench changed, to put back on exit.
+type sysctl struct {
+	Path string `json:"path"`
+	Old  string `json:"old"`
+}
+
+type lab struct {
+	dir      string // scratch: policies, logs
+	savePath string // the sysctls to restore, should we die unannounced
+
+	mu       sync.Mutex
+	procs    []*exec.Cmd
+	restored []sysctl
+	listener *exec.Cmd
+	self     string
+}
+
+// procCmd builds a command in namespace ns pinned to cpus ("" = any).
+// ip netns exec and taskset both exec, so the process's pid is the
+// program's own.
+func procCmd(ctx context.Context, ns, cpus string, name string, args ...string) *exec.Cmd {
+	full := []string{"netns", "exec", ns}
+	if cpus != "" {
+		full = append(full, "taskset", "-c", cpus)
+	}
+	full = append(full, name)
+	full = append(full, args...)
+	cmd := exec.CommandContext(ctx, "ip", full...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGKILL) }
+	return cmd
+}
+
+func run(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+func runIn(stdin string, name string, args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// restoreStale puts back sysctls that a previous run changed and could not
+// restore (it was killed), and removes its namespaces.
+func restoreStale(savePath string) {
+	if b, err := os.ReadFile(savePath); err == nil {
+		var old []sysctl
+		if json.Unmarshal(b, &old) == nil {
+			for i := len(old) - 1; i >= 0; i-- {
+				if os.WriteFile(old[i].Path, []byte(old[i].Old), 0o644) == nil {
+					fmt.Printf("restored %s=%s left by an earlier run\n", old[i].Path, old[i].Old)
+				}
+			}
+		}
+		os.Remove(savePath)
+	}
+	for _, ns := range []string{nsClient, nsGW} {
+		if _, err := os.Stat("/run/netns/" + ns); err == nil {
+			killNS(ns)
+			run("ip", "netns", "del", ns)
+		}
+	}
+}
+
+func killNS(ns string) {
+	out, err := exec.Command("ip", "netns", "pids", ns).Output()
+	if err != nil {
+		return
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// setGlobal sets a global (init namespace) sysctl file, remembering the old
+// value on disk first so that even a killed run is undone by the next.
+func (l *lab) setGlobal(path, val string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	old := strings.TrimSpace(string(b))
+	l.mu.Lock()
+	l.restored = append(l.restored, sysctl{path, old})
+	js, _ := json.Marshal(l.restored)
+	l.mu.Unlock()
+	if err := os.WriteFile(l.savePath, js, 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(val), 0o644)
+}
+
+func newLab(dir, self string) (*lab, error) {
+	l := &lab{dir: dir, savePath: filepath.Join(dir, "..", "kgb-sysctl-restore.json"), self: self}
+	if err := l.setup(); err != nil {
+		l.teardown()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *lab) setup() error {
+	steps := [][]string{
+		{"ip", "netns", "add", nsClient},
+		{"ip", "netns", "add", nsGW},
+		{"ip", "-n", nsClient, "link", "set", "lo", "up"},
+		{"ip", "-n", nsGW, "link", "set", "lo", "up"},
+		// Created inside the namespaces: the host's interfaces are never touched.
+		{"ip", "link", "add", "kgb0", "netns", nsGW, "type", "veth", "peer", "name", "eth0", "netns", nsClient},
+		{"ip", "-n", nsGW, "addr", "add", gwAddr4 + "/24", "dev", "kgb0"},
+		{"ip", "-n", nsGW, "addr", "add", gwAddr6 + "/64", "dev", "kgb0", "nodad"},
+		{"ip", "-n", nsClient, "addr", "add", cAddr4 + "/24", "dev", "eth0"},
+		{"ip", "-n", nsClient, "addr", "add", cAddr6 + "/64", "dev", "eth0", "nodad"},
+		{"ip", "-n", nsGW, "link", "set", "kgb0", "up"},
+		{"ip", "-n", nsClient, "link", "set", "eth0", "up"},
+		{"ip", "-n", nsGW, "route", "add", spoof4, "via", cAddr4},
+		{"ip", "-n", nsGW, "-6", "route", "add", spoof6, "via", cAddr6},
+		{"ip", "netns", "exec", nsGW, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.kgb0.rp_filter=0", "net.ipv4.tcp_syncookies=1"},
+		// The client is no router: replies to the spoofed sources die there.
+		{"ip", "netns", "exec", nsClient, "sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"},
+	}
+	for _, s := range steps {
+		if _, err := run(s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	// The static steering rules: every NEW TCP connection to the gateway
+	// itself goes through chain KGB, whose one rule (or none) setSteering
+	// swaps between trials.
+	rules := "*mangle\n:KGB - [0:0]\n-A PREROUTING ! -i lo -m addrtype --dst-type LOCAL -m conntrack --ctstate NEW -p tcp -j KGB\nCOMMIT\n"
+	if err := runIn(rules, "ip", "netns", "exec", nsGW, "iptables-restore", "--noflush"); err != nil {
+		return err
+	}
+	if err := runIn(rules, "ip", "netns", "exec", nsGW, "ip6tables-restore", "--noflush"); err != nil {
+		return err
+	}
+	// Conntrack is now live in the gateway namespace. Short timeouts (per
+	// namespace) keep ~100k new flows a second from filling the table:
+	// every flow here ends with a RST or is never answered.
+	if _, err := run("ip", "netns", "exec", nsGW, "sysctl", "-qw",
+		"net.netfilter.nf_conntrack_tcp_timeout_syn_sent=2",
+		"net.netfilter.nf_conntrack_tcp_timeout_syn_recv=2",
+		"net.netfilter.nf_conntrack_tcp_timeout_close=1",
+		"net.netfilter.nf_conntrack_tcp_timeout_time_wait=1",
+		"net.netfilter.nf_conntrack_tcp_timeout_established=10",
+		"net.netfilter.nf_conntrack_tcp_timeout_fin_wait=1",
+		"net.netfilter.nf_conntrack_tcp_timeout_close_wait=1",
+		"net.netfilter.nf_conntrack_tcp_timeout_last_ack=1",
+	); err != nil {
+		return err
+	}
+	// nf_conntrack_max is global (it caps every namespace's table):
+	// raised for the run, restored on exit.
+	const wantMax = 1 << 20
+	if b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_max"); err == nil {
+		if cur, _ := strconv.Atoi(strings.TrimSpace(string(b))); cur < wantMax {
+			if err := l.setGlobal("/proc/sys/net/netfilter/nf_conntrack_max", strconv.Itoa(wantMax)); err != nil {
+				return fmt.Errorf("nf_conntrack_max: %w", err)
+			}
+		}
+	}
+	// A listener for the latency probe; its pid also anchors the
+	// gateway's /proc/<pid>/net view.
+	cmd := procCmd(context.Background(), nsGW, "", l.self, "probe-listen", "-port", strconv.Itoa(listenPort))
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	l.track(cmd)
+	l.listener = cmd
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	if !strings.HasPrefix(line, "listening") {
+		return fmt.Errorf("listener did not start: %q", line)
+	}
+	go func() { bufio.NewReader(stdout).WriteTo(discard{}) }()
+	return nil
+}
+
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+
+func (l *lab) track(c *exec.Cmd) {
+	l.mu.Lock()
+	l.procs = append(l.procs, c)
+	l.mu.Unlock()
+}
+
+// gwPID is a process inside the gateway namespace, for /proc/<pid>/net.
+func (l *lab) gwPID() int { return l.listener.Process.Pid }
+
+// setSteering puts the rule for mode in chain KGB (IPv4 and IPv6).
+func (l *lab) setSteering(mode steering) error {
+	var rule string
+	switch mode {
+	case steerQueue0:
+		rule = "-A KGB -j NFQUEUE --queue-num 0\n"
+	case steerBalance2:
+		rule = "-A KGB -j NFQUEUE --queue-balance 0:1\n"
+	}
+	in := "*mangle\n:KGB - [0:0]\n" + rule + "COMMIT\n"
+	if err := runIn(in, "ip", "netns", "exec", nsGW, "iptables-restore", "--noflush"); err != nil {
+		return err
+	}
+	return runIn(in, "ip", "netns", "exec", nsGW, "ip6tables-restore", "--noflush")
+}
+
+// teardown kills what the bench started, deletes its namespaces and puts
+// back the global sysctls. Safe to call more than once.
+func (l *lab) teardown() {
+	l.mu.Lock()
+	procs := l.procs
+	l.procs = nil
+	restored := l.restored
+	l.restored = nil
+	l.mu.Unlock()
+	for _, c := range procs {
+		if c.Process != nil && c.ProcessState == nil {
+			syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+			c.Process.Kill()
+		}
+	}
+	for _, ns := range []string{nsClient, nsGW} {
+		killNS(ns)
+		run("ip", "netns", "del", ns)
+	}
+	for i := len(restored) - 1; i >= 0; i-- {
+		if err := os.WriteFile(restored[i].Path, []byte(restored[i].Old), 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "failed to restore %s=%s: %v\n", restored[i].Path, restored[i].Old, err)
+		}
+	}
+	if len(restored) > 0 {
+		os.Remove(l.savePath)
+	}
+}
+
+// qstat is one line of /proc/net/netfilter/nfnetlink_queue.
+type qstat struct {
+	Queue, PortID         uint32
+	Total, CopyRange      uint64
+	QDropped, UserDropped uint64
+	IDSeq                 uint64
+	Present               bool
+}
+
+// readQueues reads the gateway's queue table through a process inside it.
+func readQueues(pid int) (map[uint32]qstat, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/net/netfilter/nfnetlink_queue", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m := map[uint32]qstat{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 8 {
+			continue
+		}
+		var v [8]uint64
+		for i := range v {
+			v[i], _ = strconv.ParseUint(fs[i], 10, 64)
+		}
+		m[uint32(v[0])] = qstat{Queue: uint32(v[0]), PortID: uint32(v[1]), Total: v[2], CopyRange: v[4],
+			QDropped: v[5], UserDropped: v[6], IDSeq: v[7], Present: true}
+	}
+	return m, sc.Err()
+}
+
+// inNS runs f on an OS thread switched into namespace ns.
+func inNS(ns string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(orig)
+		target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(target)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		ferr := f()
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			errc <- err // the thread stays locked and is retired
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}

@@ -1,0 +1,538 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/knockgate/knockgate/verdict"
+)
+
+type report struct {
+	date    string
+	began   time.Time
+	took    time.Duration
+	opts    options
+	machine []string
+
+	kgVersion string
+	notes     []string
+	// /proc/loadavg at the start and the end: other work on the machine
+	// shows here, and in the spread of the per-round figures.
+	loadStart, loadEnd string
+
+	micro          []microResult
+	microErr       error
+	bytesPerSource *bpsResult
+
+	tput    []*row
+	sustain []*search
+	latency []*row
+	scaling []*row
+	flood   []*row
+
+	kgQueuesUnsupported string
+
+	knockopen    string
+	knockopenErr error
+}
+
+func (r *report) row(name string) *row {
+	for _, x := range r.tput {
+		if x.Name == name {
+			return x
+		}
+	}
+	return nil
+}
+
+func machineInfo() []string {
+	model := "?"
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	commit := strings.TrimSpace(outputOf("git", "describe", "--always", "--dirty"))
+	return []string{
+		fmt.Sprintf("CPUs: %d (`nproc`: %s), %s", runtime.NumCPU(), strings.TrimSpace(outputOf("nproc")), model),
+		"kernel: " + strings.TrimSpace(outputOf("uname", "-r")),
+		"go: " + strings.TrimSpace(outputOf("go", "version")),
+		"tree: " + commit,
+	}
+}
+
+// Section 1.
+
+type microResult struct {
+	Name   string
+	NsOp   float64
+	BOp    float64
+	Allocs float64
+}
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(?:\s+([\d.]+) B/op)?(?:\s+([\d.]+) allocs/op)?`)
+
+func microbench(ctx context.Context) ([]microResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", ".", "-benchmem", "./verdict/", "./gate/").CombinedOutput()
+	var res []microResult
+	for _, line := range strings.Split(string(out), "\n") {
+		m := benchLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		r := microResult{Name: m[1]}
+		r.NsOp, _ = strconv.ParseFloat(m[2], 64)
+		r.BOp, _ = strconv.ParseFloat(m[3], 64)
+		r.Allocs, _ = strconv.ParseFloat(m[4], 64)
+		res = append(res, r)
+	}
+	if err != nil {
+		tail := string(out)
+		if len(tail) > 800 {
+			tail = tail[len(tail)-800:]
+		}
+		return res, fmt.Errorf("%v: %s", err, tail)
+	}
+	return res, nil
+}
+
+func (r *report) microNamed(name string) *microResult {
+	for i := range r.micro {
+		if r.micro[i].Name == name {
+			return &r.micro[i]
+		}
+	}
+	return nil
+}
+
+// bpsResult is the engine's memory per tracked source, measured from
+// outside verdict/ through its public API: the heap an engine takes at
+// start for max_sources = 1,000,000 minus that for 1,000, per extra slot,
+// and what filling the table with a million knocking sources adds.
+type bpsResult struct {
+	PerSlot   float64
+	FillExtra float64
+	Err       error
+}
+
+func bytesPerSource() *bpsResult {
+	pol := func(n int) verdict.Policy {
+		return verdict.Policy{
+			Unprotected: verdict.Accept, MaxSources: n, MaxGrants: 1000, MaxReplay: 1000,
+			Doors: []verdict.Door{{
+				Name:            "ssh",
+				Sequence:        []verdict.Port{{Proto: verdict.TCP, Num: 7000}, {Proto: verdict.TCP, Num: 8000}, {Proto: verdict.TCP, Num: 9000}},
+				SequenceTimeout: time.Minute,
+				Open:            []verdict.Port{{Proto: verdict.TCP, Num: 22}},
+				OpenFor:         time.Minute,
+			}},
+		}
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	t0 := time.Unix(1_700_000_000, 0)
+	h0 := heap()
+	small, err := verdict.NewEngine(pol(1000), t0)
+	if err != nil {
+		return &bpsResult{Err: err}
+	}
+	h1 := heap()
+	big, err := verdict.NewEngine(pol(1_000_000), t0)
+	if err != nil {
+		return &bpsResult{Err: err}
+	}
+	h2 := heap()
+	for i := 0; i < 1_000_000; i++ {
+		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		big.Decide(verdict.Packet{Src: src, Proto: verdict.TCP, DstPort: 7000, SrcPort: 1, TCPFlags: verdict.FlagSYN}, t0)
+	}
+	h3 := heap()
+	runtime.KeepAlive(small)
+	runtime.KeepAlive(big)
+	perSmall := float64(h1 - h0)
+	return &bpsResult{
+		PerSlot:   (float64(h2-h1) - perSmall) / 999_000,
+		FillExtra: (float64(h3) - float64(h2)) / 1_000_000,
+	}
+}
+
+// Formatting.
+
+func kpps(v float64) string { return fmt.Sprintf("%.1fk", v/1000) }
+func pctS(v float64) string { return fmt.Sprintf("%.2f %%", 100*v) }
+func us(v float64) string   { return fmt.Sprintf("%.0f µs", v) }
+func ratio(a, b float64) string {
+	if b == 0 || a == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+type target struct {
+	What, Measured string
+	Pass           string // pass, MISS, n/a
+}
+
+func passIf(ok bool) string {
+	if ok {
+		return "pass"
+	}
+	return "MISS"
+}
+
+func (r *report) latencyRow(name string) *row {
+	for _, x := range r.latency {
+		if x.Name == name {
+			return x
+		}
+	}
+	return nil
+}
+
+// added is a consumer's median latency figure minus the no-queue one.
+func (r *report) added(name string, f func(trial) float64) (float64, bool) {
+	base, c := r.latencyRow("no queue"), r.latencyRow(name)
+	if base == nil || c == nil || len(base.ok()) == 0 || len(c.ok()) == 0 {
+		return 0, false
+	}
+	return c.med(f) - base.med(f), true
+}
+
+func (r *report) targets() []target {
+	var ts []target
+	rate := func(name string) float64 {
+		if x := r.row(name); x != nil {
+			return x.med(rateOf)
+		}
+		return 0
+	}
+	kg, rg, rc := rate("knockgate"), rate("refgo"), rate("refc")
+	thr := func(what string, ref, want float64) {
+		if kg == 0 || ref == 0 {
+			ts = append(ts, target{what, "not measured", "n/a"})
+			return
+		}
+		ts = append(ts, target{what, fmt.Sprintf("%s (%s vs %s verdicts/s)", ratio(kg, ref), kpps(kg), kpps(ref)), passIf(kg/ref >= want)})
+	}
+	thr("throughput ≥ 0.9 × refgo (go-nfqueue)", rg, 0.9)
+	thr("throughput ≥ 0.8 × refc (libnetfilter_queue, issue 7)", rc, 0.8)
+	lat := func(what, ref string) {
+		a, ok1 := r.added("knockgate", p99Of)
+		b, ok2 := r.added(ref, p99Of)
+		if !ok1 || !ok2 || b <= 0 {
+			ts = append(ts, target{what, "not measured", "n/a"})
+			return
+		}
+		ts = append(ts, target{what, fmt.Sprintf("%s (%s vs %s added p99)", ratio(a, b), us(a), us(b)), passIf(a/b <= 1.2)})
+	}
+	lat("added latency p99 ≤ 1.2 × refgo's", "refgo")
+	lat("added latency p99 ≤ 1.2 × refc's (issue 7)", "refc")
+	p, d := r.microNamed("BenchmarkParse/ipv4-tcp-syn"), r.microNamed("BenchmarkDecide/doors=10000/sources=1000000")
+	if p != nil && d != nil {
+		ns := p.NsOp + d.NsOp
+		ts = append(ts, target{"parse + decide < 200 ns, 0 allocs (10,000 doors, 1,000,000 sources)",
+			fmt.Sprintf("%.0f ns (parse %.1f + decide %.1f), %.0f allocs", ns, p.NsOp, d.NsOp, p.Allocs+d.Allocs),
+			passIf(ns < 200 && p.Allocs+d.Allocs == 0)})
+	} else {
+		ts = append(ts, target{"parse + decide < 200 ns, 0 allocs", "not measured", "n/a"})
+	}
+	if b := r.bytesPerSource; b != nil && b.Err == nil {
+		ts = append(ts, target{"state per tracked source < 256 bytes",
+			fmt.Sprintf("%.0f bytes per slot at start (+%.1f when filled; measured by bench/run, no verdict benchmark reports it)", b.PerSlot, b.FillExtra),
+			passIf(b.PerSlot+max(0, b.FillExtra) < 256)})
+	}
+	var one, two float64
+	for _, x := range r.scaling {
+		switch x.Name {
+		case "knockgate":
+			one = x.med(rateOf)
+		case "knockgate (2 queues)":
+			two = x.med(rateOf)
+		}
+	}
+	switch {
+	case r.kgQueuesUnsupported != "":
+		ts = append(ts, target{"2 queues ≥ 1.6 × one queue (knockgate)", "not supported by this build (gate { queues } refused by knockgate validate)", "n/a"})
+	case one > 0 && two > 0:
+		ts = append(ts, target{"2 queues ≥ 1.6 × one queue (knockgate)", fmt.Sprintf("%s (%s vs %s)", ratio(two, one), kpps(two), kpps(one)), passIf(two/one >= 1.6)})
+	default:
+		ts = append(ts, target{"2 queues ≥ 1.6 × one queue (knockgate)", "not measured", "n/a"})
+	}
+	ko := "see section 4"
+	if r.knockopenErr != nil {
+		ko = "section 4 failed"
+	}
+	if r.opts.skipped("knockopen") {
+		ko = "skipped"
+	}
+	ts = append(ts, target{"knock-to-open ≥ 100 × faster than knockd", ko, "see §4"})
+	return ts
+}
+
+func (r *report) targetTable(sb *strings.Builder) {
+	sb.WriteString("| target | measured | |\n|---|---|---|\n")
+	for _, t := range r.targets() {
+		fmt.Fprintf(sb, "| %s | %s | %s |\n", t.What, t.Measured, t.Pass)
+	}
+}
+
+func tputTable(sb *strings.Builder, rows []*row, ref string) {
+	refRate := 0.0
+	for _, x := range rows {
+		if x.Name == ref {
+			refRate = x.med(rateOf)
+		}
+	}
+	fmt.Fprintf(sb, "| consumer | verdicts/s (median) | per round | vs %s | offered (loadgen) | queue_dropped | user_dropped | loss |\n|---|---|---|---|---|---|---|---|\n", ref)
+	for _, x := range rows {
+		ok := x.ok()
+		if len(ok) == 0 {
+			fmt.Fprintf(sb, "| %s | failed: %s | | | | | | |\n", x.Name, oneLine(x.firstErr()))
+			continue
+		}
+		var per []string
+		var qd, ud uint64
+		for _, t := range ok {
+			per = append(per, kpps(t.T.Rate))
+			qd += t.T.QDropped
+			ud += t.T.UDropped
+		}
+		name := x.Name
+		if x.Note != "" {
+			name += " — " + x.Note
+		}
+		fmt.Fprintf(sb, "| %s | **%s** | %s | %s | %s/s | %d | %d | %s |\n", name, kpps(x.med(rateOf)), strings.Join(per, ", "),
+			ratio(x.med(rateOf), refRate), kpps(x.med(genOf)), qd/uint64(len(ok)), ud/uint64(len(ok)), pctS(x.med(lossOf)))
+	}
+}
+
+func (r *report) markdown() string {
+	var sb strings.Builder
+	o := r.opts
+	fmt.Fprintf(&sb, "# `make bench`, %s\n\n", r.date)
+	for _, m := range r.machine {
+		fmt.Fprintf(&sb, "- %s\n", m)
+	}
+	fmt.Fprintf(&sb, "- knockgate: %s\n", r.kgVersion)
+	fmt.Fprintf(&sb, "- load average (1, 5, 15 min) at the start: %s; at the end: %s\n", r.loadStart, r.loadEnd)
+	fmt.Fprintf(&sb, "- run: %d rounds, %v flat-out windows, %d connects per latency trial, generator on CPU %s, consumer on CPU %s; took %.0f s\n\n",
+		o.rounds, o.window, o.latencyN, o.genCPU, o.consCPU, r.took.Seconds())
+	sb.WriteString("Every ratio compares medians over the rounds of one run, the consumers alternating (refgo, knockgate, refc, refgo, ...). " +
+		"refgo is a minimal accept-all consumer on go-nfqueue v2.1.0, refc the classic libnetfilter_queue loop (one recv and one verdict per packet); " +
+		"both bind the queue as knockgate does (copy range 256, queue length 4096, receive buffer forced to hold the queue). See BENCHMARKS.md for the method.\n\n")
+
+	sb.WriteString("## Targets\n\n")
+	r.targetTable(&sb)
+	for _, n := range r.notes {
+		fmt.Fprintf(&sb, "\n> %s\n", n)
+	}
+
+	sb.WriteString("\n## 1. Engine microbenchmarks\n\n`go test -run '^$' -bench . -benchmem ./verdict/ ./gate/`\n\n")
+	if len(r.micro) > 0 {
+		sb.WriteString("| benchmark | ns/op | B/op | allocs/op |\n|---|---|---|---|\n")
+		for _, m := range r.micro {
+			fmt.Fprintf(&sb, "| %s | %.1f | %.0f | %.0f |\n", m.Name, m.NsOp, m.BOp, m.Allocs)
+		}
+	}
+	if r.microErr != nil {
+		fmt.Fprintf(&sb, "\ngo test failed: `%v`\n", r.microErr)
+	}
+	if b := r.bytesPerSource; b != nil {
+		if b.Err != nil {
+			fmt.Fprintf(&sb, "\nBytes per tracked source: not measured (%v).\n", b.Err)
+		} else {
+			fmt.Fprintf(&sb, "\nBytes per tracked source (bench/run, through verdict.NewEngine: heap of max_sources = 1,000,000 minus 1,000, per slot): "+
+				"**%.0f bytes** allocated at start; filling all 1,000,000 slots with first knocks adds %.1f bytes per source.\n", b.PerSlot, b.FillExtra)
+		}
+	}
+
+	sb.WriteString("\n## 2. End-to-end throughput (IPv4 SYNs, one queue)\n\n")
+	if len(r.tput) > 0 {
+		fmt.Fprintf(&sb, "bench/loadgen sends spoofed SYNs (198.51.100.0/24, every packet a new conntrack entry) flat out for %v on CPU %s; the consumer runs on CPU %s. "+
+			"Verdicts/s = packets the kernel queued to the consumer (`id_sequence` − `user_dropped` in /proc/net/netfilter/nfnetlink_queue) over the time they kept coming; "+
+			"loss = 1 − that / sent. A consumer that falls behind shows queue_dropped (mean per trial).\n\n", o.window, o.genCPU, o.consCPU)
+		tputTable(&sb, r.tput, "refgo")
+		kg, rg, rc := r.row("knockgate"), r.row("refgo"), r.row("refc")
+		if kg != nil && rg != nil && rc != nil {
+			fmt.Fprintf(&sb, "\nknockgate / refgo = %s, knockgate / refc = %s, refgo / refc = %s.\n",
+				ratio(kg.med(rateOf), rg.med(rateOf)), ratio(kg.med(rateOf), rc.med(rateOf)), ratio(rg.med(rateOf), rc.med(rateOf)))
+		}
+		for _, x := range r.tput {
+			for _, t := range x.ok() {
+				if !t.T.Saturated && x.Name != "knockgate-drop" {
+					fmt.Fprintf(&sb, "\n> %s: a trial saw no kernel drops, so the generator (%s/s) may have been the limit, not the consumer.\n", x.Name, kpps(t.T.Gen.Rate))
+					break
+				}
+			}
+		}
+	}
+	if len(r.sustain) > 0 {
+		sb.WriteString("\n### Sustainable rate (loss < 0.5 %)\n\nPaced load, 1.5 s per step, bisection from 0.85 × the flat-out rate; the consumers alternate step by step.\n\n")
+		sb.WriteString("| consumer | sustainable | steps: offered → loss |\n|---|---|---|\n")
+		var best = map[string]float64{}
+		for _, s := range r.sustain {
+			var st []string
+			for _, x := range s.Steps {
+				if x.Err != nil {
+					st = append(st, fmt.Sprintf("%s: %s", kpps(float64(x.Target)), oneLine(x.Err)))
+					continue
+				}
+				st = append(st, fmt.Sprintf("%s (%s sent) → %s (q %d, u %d)", kpps(float64(x.Target)), kpps(x.Achieved), pctS(x.Loss), x.QDropped, x.UDropped))
+			}
+			best[s.Name] = s.Best
+			fmt.Fprintf(&sb, "| %s | **%s/s** | %s |\n", s.Name, kpps(s.Best), strings.Join(st, "; "))
+		}
+		fmt.Fprintf(&sb, "\nknockgate / refgo = %s, knockgate / refc = %s.\n", ratio(best["knockgate"], best["refgo"]), ratio(best["knockgate"], best["refc"]))
+	}
+
+	if len(r.latency) > 0 {
+		fmt.Fprintf(&sb, "\n## 3. Latency: SYN → SYN-ACK through the gateway\n\nSequential blocking connects from the client namespace (CPU %s) to a listener in the gateway, each from a new port (a new flow), closed with a RST; %d per trial. Added = consumer − no queue (medians over rounds).\n\n", o.genCPU, o.latencyN)
+		sb.WriteString("| path | p50 | p99 | added p50 | added p99 | failed | p99 per round |\n|---|---|---|---|---|---|---|\n")
+		for _, x := range r.latency {
+			ok := x.ok()
+			if len(ok) == 0 {
+				fmt.Fprintf(&sb, "| %s | failed: %s | | | | | |\n", x.Name, oneLine(x.firstErr()))
+				continue
+			}
+			var per []string
+			failed := 0
+			for _, t := range ok {
+				per = append(per, us(t.L.P99))
+				failed += t.L.Failed
+			}
+			a50, _ := r.added(x.Name, p50Of)
+			a99, _ := r.added(x.Name, p99Of)
+			fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %d | %s |\n", x.Name, us(x.med(p50Of)), us(x.med(p99Of)), us(a50), us(a99), failed, strings.Join(per, ", "))
+		}
+		k99, _ := r.added("knockgate", p99Of)
+		g99, _ := r.added("refgo", p99Of)
+		c99, _ := r.added("refc", p99Of)
+		fmt.Fprintf(&sb, "\nAdded p99: knockgate / refgo = %s, knockgate / refc = %s, refgo / refc = %s.\n", ratio(k99, g99), ratio(k99, c99), ratio(g99, c99))
+	}
+
+	sb.WriteString("\n## 4. Knock-to-open: knockgate vs knockd\n\n")
+	switch {
+	case o.skipped("knockopen"):
+		sb.WriteString("Skipped (-skip knockopen).\n")
+	case r.knockopenErr != nil:
+		fmt.Fprintf(&sb, "`go run ./bench/knockopen` failed, so this section has no figures: `%v`\n", r.knockopenErr)
+		if strings.TrimSpace(r.knockopen) != "" {
+			sb.WriteString("\nWhat it printed before failing:\n\n" + r.knockopen + "\n")
+		}
+	default:
+		sb.WriteString("From `go run ./bench/knockopen` (bench/knockopen explains its method).\n\n")
+		sb.WriteString(strings.TrimSpace(r.knockopen) + "\n")
+	}
+
+	if len(r.scaling) > 0 || r.kgQueuesUnsupported != "" {
+		fmt.Fprintf(&sb, "\n## 5. Scaling\n\n### 1 vs 2 queues (`--queue-balance 0:1`)\n\nGenerator and consumer unpinned (a second queue needs the second core), %v flat out; refgo serves N queues with one socket and one goroutine each.\n\n", o.window)
+		tputTable(&sb, r.scaling, "refgo")
+		var rows = map[string]float64{}
+		for _, x := range r.scaling {
+			rows[x.Name] = x.med(rateOf)
+		}
+		fmt.Fprintf(&sb, "\n2 queues / 1 queue: refgo %s", ratio(rows["refgo (2 queues)"], rows["refgo"]))
+		if r.kgQueuesUnsupported != "" {
+			fmt.Fprintf(&sb, "; knockgate: not supported by this build (`knockgate validate` on `gate { queues = 2 }`: %s).\n", r.kgQueuesUnsupported)
+		} else {
+			fmt.Fprintf(&sb, ", knockgate %s.\n", ratio(rows["knockgate (2 queues)"], rows["knockgate"]))
+		}
+	}
+	if len(r.flood) > 0 {
+		fmt.Fprintf(&sb, "\n### A flood of first knocks from 100,000 spoofed sources\n\nIPv6 SYNs to tcp/%d (the first knock of door ssh) from 100,000 distinct addresses of %s, cycled, flat out for %v, pinned as in section 2. knockgate runs with max_sources = 10000, so the table fills and evicts; refgo accepts the same packets.\n\n", knockPort, spoof6, o.window)
+		tputTable(&sb, r.flood, "refgo")
+		for _, x := range r.flood {
+			if len(x.Extra) > 0 {
+				fmt.Fprintf(&sb, "\nknockgate's metrics at the end of a trial (largest over rounds): tracked sources %.0f, evictions %.0f.\n",
+					x.Extra["knockgate_tracked_sources"], x.Extra["knockgate_evictions_total"])
+			}
+		}
+	}
+	return sb.String()
+}
+
+func (r *report) write(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, r.date+".md")
+	return p, os.WriteFile(p, []byte(r.markdown()), 0o644)
+}
+
+func (r *report) summary() string {
+	var sb strings.Builder
+	sb.WriteString("knockgate bench summary\n\n")
+	var rows [][2]string
+	if len(r.tput) > 0 {
+		for _, x := range r.tput {
+			rows = append(rows, [2]string{"throughput " + x.Name, kpps(x.med(rateOf)) + " verdicts/s"})
+		}
+	}
+	for _, s := range r.sustain {
+		rows = append(rows, [2]string{"sustainable " + s.Name, kpps(s.Best) + "/s"})
+	}
+	for _, x := range r.latency {
+		rows = append(rows, [2]string{"latency " + x.Name, fmt.Sprintf("p50 %s, p99 %s", us(x.med(p50Of)), us(x.med(p99Of)))})
+	}
+	for _, x := range r.scaling {
+		rows = append(rows, [2]string{"scaling " + x.Name, kpps(x.med(rateOf)) + " verdicts/s"})
+	}
+	for _, x := range r.flood {
+		rows = append(rows, [2]string{"knock flood " + x.Name, kpps(x.med(rateOf)) + " verdicts/s"})
+	}
+	for _, kv := range rows {
+		fmt.Fprintf(&sb, "  %-34s %s\n", kv[0], kv[1])
+	}
+	sb.WriteString("\ntargets:\n")
+	for _, t := range r.targets() {
+		fmt.Fprintf(&sb, "  [%-6s] %s: %s\n", t.Pass, t.What, t.Measured)
+	}
+	return sb.String()
+}
+
+// oneLine fits an error in a table cell.
+func oneLine(err error) string {
+	if err == nil {
+		return ""
+	}
+	s := strings.Join(strings.Fields(err.Error()), " ")
+	s = strings.ReplaceAll(s, "|", "/")
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
