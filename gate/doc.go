@@ -4,6 +4,19 @@
 // verdict back to the kernel. It knows nothing of policies, logs or metrics:
 // callers observe decisions through Config.Observe and Queue.Stats.
 //
+// # The per-packet path
+//
+// go-nfqueue opens the netlink socket (in another network namespace if
+// asked); the Queue binds it and runs the loop itself, because go-nfqueue's
+// reader decodes each message into fresh allocations and spends one system
+// call per verdict and two per receive. The loop blocks in one recvmmsg
+// that returns every message already queued (up to 64), decides each
+// packet, and sends all their verdicts in one write: a run of packets with
+// consecutive ids and the same verdict gets one NFQNL_MSG_VERDICT_BATCH.
+// When the queue is quiet a receive returns with the one packet there is,
+// so no packet waits for others. Messages are read and written in place in
+// buffers allocated once: serving a packet allocates nothing.
+//
 // # Privileges
 //
 // Opening and binding a queue needs CAP_NET_ADMIN in the network namespace

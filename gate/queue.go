@@ -5,14 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/knockgate/knockgate/verdict"
 )
@@ -97,6 +98,9 @@ type Stats struct {
 	// ReadErrors counts other receive errors and kernel messages that
 	// carried no packet id.
 	ReadErrors uint64
+	// Receives and Sends count the system calls that read packets and
+	// sent verdicts: under load one of each serves many packets.
+	Receives, Sends uint64
 }
 
 // malformedDecision is the decision for a packet Parse refused: it fails
@@ -108,6 +112,27 @@ var malformedDecision = verdict.Decision{
 	Reset:   verdict.NoDoor,
 }
 
+// maxBatch caps the packets one receive takes, and so the verdicts one send
+// carries. Under load the kernel's queue holds far more than this, and one
+// recvmmsg call takes them all; when it is quiet a receive returns with the
+// one packet there is. No packet waits for a batch to fill.
+const maxBatch = 64
+
+// slotOverhead is the room in each receive slot for what the kernel puts
+// around the copied bytes: the netlink and nfgen headers and the packet
+// header, mark, timestamp, interfaces, hardware address, capture length,
+// uid and gid attributes, 150 bytes or so in all.
+const slotOverhead = 512
+
+// recvTimeout bounds how long a receive blocks, and so how long Run takes to
+// notice that its context is done: the receive loop blocks in the kernel
+// rather than in Go's poller, which saves an epoll round per packet when
+// the queue is quiet but leaves no other way to wake it.
+const recvTimeout = 200 * time.Millisecond
+
+// bindTimeout bounds the wait for the kernel to acknowledge the bind.
+const bindTimeout = 5 * time.Second
+
 // Queue serves one netfilter queue.
 type Queue struct {
 	cfg     Config
@@ -116,29 +141,50 @@ type Queue struct {
 	nf      *nfqueue.Nfqueue
 	ready   chan struct{}
 
-	// setVerdict sends a verdict, and with setMark the packet's new mark;
-	// unit tests replace it.
-	setVerdict func(id uint32, v int, mark uint32, setMark bool) error
+	// send hands the kernel a buffer of verdict messages in one system
+	// call; unit tests replace it.
+	send func(b []byte) error
 
-	// decider and pkt belong to the receive goroutine once Run has
-	// started it; pkt is reused so parsing allocates nothing.
+	// The fields down to mu belong to the receive loop once Run has
+	// started it. They are allocated once, so serving a packet allocates
+	// nothing.
 	decider Decider
-	pkt     verdict.Packet
-
-	// runCtx is Run's context, read by the go-nfqueue log adapter to tell
-	// shutdown chatter from trouble.
-	runCtx atomic.Pointer[context.Context]
+	rx      receiver
+	batch   batch
+	out     []byte // the verdict messages of the batch being sent
+	// bindSeq is the sequence number of the bind request; bound and
+	// bindErr record the kernel's answer to it.
+	bindSeq uint32
+	bound   bool
+	bindErr error
 
 	mu      sync.Mutex
 	running bool
 	closed  bool
 	cancel  context.CancelFunc
+	// stop tells the receive loop to return at its next wake-up.
+	stop atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
 
 	packets, accepted, dropped, malformed atomic.Uint64
 	verdictErrors, enobufs, readErrors    atomic.Uint64
+	receives, sends                       atomic.Uint64
+}
+
+// batch holds the packets of one receive from their decision until after
+// their verdicts are sent, when they are observed. pkt[i].Payload aliases
+// the receive buffer, which stays untouched until the next receive.
+type batch struct {
+	n       int
+	id      [maxBatch]uint32
+	v       [maxBatch]uint32 // nfAccept or nfDrop
+	mark    [maxBatch]uint32
+	setMark [maxBatch]bool
+	pkt     [maxBatch]verdict.Packet
+	dec     [maxBatch]verdict.Decision
+	took    [maxBatch]time.Duration
 }
 
 // newQueue builds a Queue without a socket, for Open and for tests.
@@ -148,6 +194,9 @@ func newQueue(cfg Config) (*Queue, error) {
 	}
 	if cfg.CopyRange < minCopyRange {
 		return nil, fmt.Errorf("copy range of %d bytes is too short for an ipv6 and a tcp header (%d bytes)", cfg.CopyRange, minCopyRange)
+	}
+	if cfg.CopyRange > maxCopyRange {
+		return nil, fmt.Errorf("copy range of %d bytes is above the %d the kernel copies at most", cfg.CopyRange, maxCopyRange)
 	}
 	if cfg.MaxQueueLen == 0 {
 		cfg.MaxQueueLen = DefaultMaxQueueLen
@@ -165,13 +214,20 @@ func newQueue(cfg Config) (*Queue, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Queue{
+	q := &Queue{
 		cfg:     cfg,
 		log:     log.With("queue", cfg.Queue),
 		observe: cfg.Observe,
 		ready:   make(chan struct{}),
-	}, nil
+		out:     make([]byte, 0, maxBatch*markedMsgLen),
+	}
+	q.rx.init(int(cfg.CopyRange) + slotOverhead)
+	return q, nil
 }
+
+// maxCopyRange is the most the kernel copies of a packet (NFQNL_MAX_COPY_RANGE
+// is 0xffff less the netlink overhead; it silently caps larger requests).
+const maxCopyRange = 0xffff
 
 // Open opens a netlink socket for queue cfg.Queue. The queue is not bound,
 // and the kernel sends it nothing, until Run.
@@ -180,23 +236,17 @@ func Open(cfg Config) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to open queue %d: %w", cfg.Queue, err)
 	}
-	var flags uint32
-	if cfg.FailOpen {
-		flags |= nfqueue.NfQaCfgFlagFailOpen
-	}
+	// go-nfqueue opens the socket, in cfg.NetNS if asked. Its reader is
+	// not used: binding with it starts a goroutine that decodes every
+	// message into fresh allocations and answers with one system call per
+	// verdict, so Run binds and reads the socket itself.
 	nf, err := nfqueue.Open(&nfqueue.Config{
 		NetNS:        cfg.NetNS,
 		NfQueue:      cfg.Queue,
 		MaxQueueLen:  q.cfg.MaxQueueLen,
 		MaxPacketLen: q.cfg.CopyRange,
 		Copymode:     nfqueue.NfQnlCopyPacket,
-		Flags:        flags,
-		// Since Linux 3.8 a queue receives packets of every family and
-		// the kernel ignores the family in bind and verdict messages
-		// (NFQNL_CFG_CMD_PF_BIND is a no-op), so one socket serves IPv4
-		// and IPv6 alike.
-		AfFamily: syscall.AF_UNSPEC,
-		Logger:   nfLogger{q},
+		AfFamily:     syscall.AF_UNSPEC,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("failed to open queue %d: %w", cfg.Queue, err)
@@ -208,15 +258,6 @@ func Open(cfg Config) (*Queue, error) {
 		return nil, fmt.Errorf("failed to open queue %d: failed to size receive buffer to %d bytes: %w", cfg.Queue, q.cfg.ReadBuffer, err)
 	}
 	q.nf = nf
-	q.setVerdict = func(id uint32, v int, mark uint32, setMark bool) error {
-		if setMark {
-			// NFQA_MARK in a verdict sets skb->mark (nfqnl_recv_verdict);
-			// the packet then goes on to the next table's hook, not the
-			// rest of the queueing chain.
-			return nf.SetVerdictWithOption(id, v, nfqueue.WithMark(mark))
-		}
-		return nf.SetVerdict(id, v)
-	}
 	return q, nil
 }
 
@@ -261,12 +302,15 @@ func (q *Queue) Ready() <-chan struct{} { return q.ready }
 // is dropped. Run returns nil once ctx is done and the socket is closed,
 // which unbinds the queue (the kernel drops packets still awaiting a
 // verdict), or an error if binding fails. A Queue runs at most once.
+//
+// Run reads on the calling goroutine, which spends its time blocked in the
+// kernel: a queue costs one OS thread.
 func (q *Queue) Run(ctx context.Context, d Decider) error {
 	if d == nil {
 		return fmt.Errorf("failed to run queue %d: no decider", q.cfg.Queue)
 	}
 	q.mu.Lock()
-	if q.closed || q.running {
+	if q.closed || q.running || q.nf == nil {
 		q.mu.Unlock()
 		return fmt.Errorf("failed to run queue %d: it is closed or already running", q.cfg.Queue)
 	}
@@ -275,36 +319,170 @@ func (q *Queue) Run(ctx context.Context, d Decider) error {
 	q.cancel = cancel
 	q.mu.Unlock()
 	defer cancel()
-
-	// Both are read by goroutines that RegisterWithErrorFunc starts, so
-	// they are set before it.
 	q.decider = d
-	q.runCtx.Store(&ctx)
 
-	// RegisterWithErrorFunc unbinds any previous owner, binds the queue,
-	// sets copy mode, flags and length, then starts the receive goroutine.
-	if err := q.nf.RegisterWithErrorFunc(ctx, q.handle, func(err error) int { return q.readError(ctx, err) }); err != nil {
-		return fmt.Errorf("failed to bind queue %d: %w", q.cfg.Queue, err)
-	}
-	close(q.ready)
-	// The kernel reports the buffer it granted, which is double what we
-	// asked for, or less if SO_RCVBUF was capped.
-	rbuf, _ := q.nf.Con.ReadBuffer()
-	q.log.Info("queue bound", "copy_range", q.cfg.CopyRange, "max_queue_len", q.cfg.MaxQueueLen,
-		"read_buffer", rbuf, "fail_open", q.cfg.FailOpen,
-		"accept_mark", fmt.Sprintf("%#x/%#x", q.cfg.AcceptMark, q.cfg.AcceptMask))
+	stopped := context.AfterFunc(ctx, func() { q.stop.Store(true) })
+	defer stopped()
 
-	<-ctx.Done()
-	// go-nfqueue's receive goroutine sends an unbind on its way out, but
-	// offers no way to wait for it; closing the socket is what makes the
-	// unbind certain, since the kernel destroys a queue whose owning socket
-	// is released (nfqnl_rcv_nl_event). Close waits for the goroutines.
-	err := q.closeSocket()
-	q.log.Info("queue unbound")
+	rc, err := q.nf.Con.SyscallConn()
 	if err != nil {
-		q.log.Warn("failed to close queue socket", "err", err)
+		return fmt.Errorf("failed to run queue %d: %w", q.cfg.Queue, err)
+	}
+	var runErr error
+	// Control holds a reference on the descriptor while the loop runs, so
+	// a concurrent Close cannot free its number for reuse under us: the
+	// kernel closes it only once the loop has returned.
+	if err := rc.Control(func(fd uintptr) { runErr = q.loop(int(fd)) }); err != nil && runErr == nil {
+		runErr = err
+	}
+	// Closing the socket is what makes the unbind certain: the kernel
+	// destroys a queue whose owning socket is released
+	// (nfqnl_rcv_nl_event), dropping the packets still waiting in it.
+	cerr := q.closeSocket()
+	if runErr != nil {
+		return fmt.Errorf("failed to bind queue %d: %w", q.cfg.Queue, runErr)
+	}
+	q.log.Info("queue unbound", "receives", q.receives.Load(), "sends", q.sends.Load(), "packets", q.packets.Load())
+	if cerr != nil {
+		q.log.Warn("failed to close queue socket", "err", cerr)
 	}
 	return nil
+}
+
+// loop binds the queue on socket fd and serves it until q.stop. It returns
+// an error only if binding fails.
+func (q *Queue) loop(fd int) error {
+	// The socket is non-blocking for Go's poller; the loop waits in
+	// recvmmsg itself, with a timeout to notice q.stop.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return fmt.Errorf("failed to make socket blocking: %w", err)
+	}
+	tv := unix.NsecToTimeval(recvTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return fmt.Errorf("failed to set receive timeout: %w", err)
+	}
+	q.send = func(b []byte) error {
+		for {
+			_, err := unix.Write(fd, b)
+			if err != unix.EINTR {
+				return err
+			}
+		}
+	}
+	var flags uint32
+	if q.cfg.FailOpen {
+		flags = nfqaCfgFFailOpen
+	}
+	q.bindSeq = uint32(time.Now().UnixNano())&0x7fffffff | 1
+	if err := q.send(configMsg(q.cfg.Queue, q.bindSeq, q.cfg.CopyRange, q.cfg.MaxQueueLen, flags)); err != nil {
+		return err
+	}
+	// The acknowledgement arrives on the socket packets arrive on, and
+	// packets may come before it: they are served like any other.
+	deadline := time.Now().Add(bindTimeout)
+	announced := false
+	for !q.stop.Load() {
+		n, err := q.rx.recv(fd)
+		q.receives.Add(1)
+		switch {
+		case err == nil:
+		case err == unix.EAGAIN || err == unix.EINTR:
+			// The receive timed out: time to look at q.stop.
+		case err == unix.ENOBUFS:
+			// The kernel dropped messages because we read too slowly;
+			// the packets were dropped (or, failing open, accepted) by
+			// the queue. The socket stays usable.
+			if c := q.enobufs.Add(1); logWorthy(c) {
+				q.log.Warn("kernel dropped queue messages: socket receive buffer full", "enobufs", c)
+			}
+		default:
+			if c := q.readErrors.Add(1); logWorthy(c) {
+				q.log.Warn("failed to receive from queue", "err", err, "read_errors", c)
+			}
+			if err == unix.EBADF {
+				return err
+			}
+		}
+		for i := range n {
+			q.consume(q.rx.datagram(i))
+		}
+		q.flush()
+		if q.bindErr != nil {
+			return q.bindErr
+		}
+		if !q.bound {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("kernel did not acknowledge the bind within %v", bindTimeout)
+			}
+			continue
+		}
+		if !announced {
+			announced = true
+			close(q.ready)
+			// The kernel reports the buffer it granted, which is double
+			// what we asked for, or less if SO_RCVBUF was capped.
+			rbuf, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+			q.log.Info("queue bound", "copy_range", q.cfg.CopyRange, "max_queue_len", q.cfg.MaxQueueLen,
+				"read_buffer", rbuf, "fail_open", q.cfg.FailOpen,
+				"accept_mark", fmt.Sprintf("%#x/%#x", q.cfg.AcceptMark, q.cfg.AcceptMask))
+		}
+	}
+	if !q.bound {
+		return errors.New("stopped before the kernel acknowledged the bind")
+	}
+	return nil
+}
+
+// consume handles one datagram from the socket: packets join the batch;
+// errors the kernel reports are counted, the bind's acknowledgement noted.
+func (q *Queue) consume(b []byte, from uint32, truncated bool) {
+	if from != 0 {
+		// Only the kernel (port 0) speaks for the queue.
+		q.readErrors.Add(1)
+		return
+	}
+	for len(b) > 0 {
+		typ, body, rest, err := nextMessage(b, truncated)
+		if err != nil {
+			q.readErrors.Add(1)
+			return
+		}
+		b = rest
+		switch typ {
+		case nfqnlMsgPacket:
+			var m packetMsg
+			if err := parsePacket(body, &m); err != nil && !m.hasID {
+				// Without an id there is nothing to give a verdict to.
+				q.readErrors.Add(1)
+				continue
+			} else if err != nil {
+				// The id is there but the rest is not: drop the packet.
+				m.payload = nil
+			}
+			q.serve(m.id, m.mark, m.payload)
+		case nlmsgError:
+			errno, eseq, ok := parseErrorMsg(body)
+			switch {
+			case !ok:
+				q.readErrors.Add(1)
+			case q.bindSeq != 0 && eseq == q.bindSeq:
+				q.bound = errno == 0
+				if errno != 0 {
+					q.bindErr = syscall.Errno(-errno)
+				}
+			case errno != 0:
+				// Verdicts ask for no acknowledgement, so an error
+				// message answers one the kernel refused, typically
+				// ENOENT for a packet it no longer holds.
+				if c := q.verdictErrors.Add(1); logWorthy(c) {
+					q.log.Warn("kernel refused a verdict", "err", syscall.Errno(-errno), "verdict_errors", c)
+				}
+			}
+		case nlmsgDone:
+		default:
+			q.readErrors.Add(1)
+		}
+	}
 }
 
 // Close stops Run, if it is running, and closes the socket.
@@ -341,61 +519,82 @@ func (q *Queue) Stats() Stats {
 		VerdictErrors: q.verdictErrors.Load(),
 		ENOBUFS:       q.enobufs.Load(),
 		ReadErrors:    q.readErrors.Load(),
+		Receives:      q.receives.Load(),
+		Sends:         q.sends.Load(),
 	}
 }
 
-// handle is the go-nfqueue callback. Returning non-zero would stop the
-// receive loop, so it always returns 0.
-func (q *Queue) handle(a nfqueue.Attribute) int {
-	if a.PacketID == nil {
-		// Without an id there is nothing to give a verdict to.
-		q.readErrors.Add(1)
-		return 0
-	}
-	var b []byte
-	if a.Payload != nil {
-		b = *a.Payload
-	}
-	// The kernel sends NFQA_MARK only when the mark is not 0.
-	var mark uint32
-	if a.Mark != nil {
-		mark = *a.Mark
-	}
-	q.serve(*a.PacketID, mark, b)
-	return 0
-}
-
-// serve decides one packet, whose mark is mark, and sends the verdict. It
-// allocates nothing.
+// serve decides one packet, whose mark is mark, and adds it to the batch
+// whose verdicts flush sends. It allocates nothing.
 func (q *Queue) serve(id, mark uint32, b []byte) {
+	if q.batch.n == maxBatch {
+		q.flush()
+	}
+	bt := &q.batch
+	i := bt.n
+	bt.n++
 	q.packets.Add(1)
+	p := &bt.pkt[i]
 	d := malformedDecision
 	var took time.Duration
-	if err := Parse(b, &q.pkt); err != nil {
+	if err := Parse(b, p); err != nil {
 		// No log line per packet: a flood of garbage must stay cheap.
 		q.malformed.Add(1)
-		q.pkt = verdict.Packet{}
+		*p = verdict.Packet{}
 	} else {
 		now := time.Now()
-		d = q.decider.Decide(q.pkt, now)
+		d = q.decider.Decide(*p, now)
 		took = time.Since(now)
 	}
-	v, setMark := nfqueue.NfDrop, false
+	bt.id[i], bt.dec[i], bt.took[i] = id, d, took
 	if d.Verdict == verdict.Accept {
-		v, setMark = nfqueue.NfAccept, q.cfg.AcceptMask != 0
-		mark = q.acceptedMark(mark)
+		bt.v[i], bt.setMark[i], bt.mark[i] = nfAccept, q.cfg.AcceptMask != 0, q.acceptedMark(mark)
 		q.accepted.Add(1)
 	} else {
+		bt.v[i], bt.setMark[i], bt.mark[i] = nfDrop, false, mark
 		q.dropped.Add(1)
 	}
-	if err := q.setVerdict(id, v, mark, setMark); err != nil {
-		if n := q.verdictErrors.Add(1); logWorthy(n) {
-			q.log.Warn("failed to send verdict", "err", err, "verdict_errors", n)
+}
+
+// flush sends the verdicts of the batch in one system call, then shows its
+// packets to the observer. A run of packets with consecutive ids and the
+// same verdict, none of which needs a mark of its own, gets one batch
+// verdict: the kernel applies it to every packet of the queue up to the
+// last id, and the ones before the run already have theirs, sent earlier
+// in the same buffer, which the kernel handles in order.
+func (q *Queue) flush() {
+	bt := &q.batch
+	if bt.n == 0 {
+		return
+	}
+	out := q.out[:0]
+	for i := 0; i < bt.n; {
+		j := i
+		if !bt.setMark[i] {
+			for j+1 < bt.n && !bt.setMark[j+1] && bt.v[j+1] == bt.v[i] && bt.id[j+1] == bt.id[j]+1 {
+				j++
+			}
+		}
+		out = appendVerdict(out, q.cfg.Queue, bt.id[j], bt.v[i], bt.mark[i], bt.setMark[i], j > i)
+		i = j + 1
+	}
+	q.out = out
+	q.sends.Add(1)
+	if err := q.send(out); err != nil {
+		if c := q.verdictErrors.Add(uint64(bt.n)); logWorthy(c) {
+			q.log.Warn("failed to send verdicts", "err", err, "packets", bt.n, "verdict_errors", c)
 		}
 	}
 	if q.observe != nil {
-		q.observe(q.pkt, d, took)
+		for i := range bt.n {
+			q.observe(bt.pkt[i], bt.dec[i], bt.took[i])
+		}
 	}
+	// Drop the payloads' references to the receive buffer.
+	for i := range bt.n {
+		bt.pkt[i].Payload = nil
+	}
+	bt.n = 0
 }
 
 // acceptedMark is the mark an accepted packet leaves with, given the mark
@@ -405,50 +604,64 @@ func (q *Queue) acceptedMark(old uint32) uint32 {
 	return old&^q.cfg.AcceptMask | q.cfg.AcceptMark
 }
 
-// readError is go-nfqueue's ErrorFunc: it returns non-zero to stop reading.
-func (q *Queue) readError(ctx context.Context, err error) int {
-	if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-		return 1
+// receiver reads up to maxBatch datagrams per recvmmsg into slots of one
+// buffer. The message headers point into the buffer and are set up once.
+type receiver struct {
+	buf   []byte
+	slot  int
+	last  int // datagrams the last receive returned
+	iov   [maxBatch]unix.Iovec
+	names [maxBatch]unix.RawSockaddrNetlink
+	msgs  [maxBatch]mmsghdr
+}
+
+// mmsghdr is struct mmsghdr (recvmmsg(2)); Go lays it out as C does on
+// every architecture, trailing padding included.
+type mmsghdr struct {
+	Hdr unix.Msghdr
+	Len uint32
+}
+
+func (r *receiver) init(slot int) {
+	r.slot = slot
+	r.buf = make([]byte, maxBatch*slot)
+	for i := range r.msgs {
+		r.iov[i].Base = &r.buf[i*slot]
+		r.iov[i].SetLen(slot)
+		h := &r.msgs[i].Hdr
+		h.Iov = &r.iov[i]
+		h.SetIovlen(1)
+		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		h.Namelen = unix.SizeofSockaddrNetlink
 	}
-	if errors.Is(err, syscall.ENOBUFS) {
-		// The kernel dropped messages because we read too slowly; the
-		// packets themselves wait in the queue or were dropped by it. The
-		// socket stays usable.
-		if n := q.enobufs.Add(1); logWorthy(n) {
-			q.log.Warn("kernel dropped queue messages: socket receive buffer full", "enobufs", n)
-		}
-		return 0
+	r.last = maxBatch
+}
+
+// recv blocks until at least one datagram is there (or the receive timeout
+// passes), then takes every other one already waiting, up to maxBatch
+// (MSG_WAITFORONE).
+func (r *receiver) recv(fd int) (int, error) {
+	for i := range r.last {
+		r.msgs[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
+		r.msgs[i].Hdr.Flags = 0
 	}
-	if n := q.readErrors.Add(1); logWorthy(n) {
-		q.log.Warn("failed to receive from queue", "err", err, "read_errors", n)
+	r.last = 0
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&r.msgs[0])), maxBatch, unix.MSG_WAITFORONE, 0, 0)
+	if errno != 0 {
+		return 0, errno
 	}
-	return 0
+	r.last = int(n)
+	return int(n), nil
+}
+
+// datagram returns the bytes of the i-th datagram of the last receive, the
+// port it came from, and whether the kernel cut it to fit its slot.
+func (r *receiver) datagram(i int) ([]byte, uint32, bool) {
+	m := &r.msgs[i]
+	n := min(int(m.Len), r.slot)
+	return r.buf[i*r.slot : i*r.slot+n], r.names[i].Pid, m.Hdr.Flags&unix.MSG_TRUNC != 0
 }
 
 // logWorthy thins out a repeating event's log lines to counts 1, 2, 4, 8,
 // ...: enough to notice, too few to flood the log.
 func logWorthy(n uint64) bool { return n&(n-1) == 0 }
-
-// nfLogger passes go-nfqueue's log lines to our logger. Its errors during
-// shutdown ("Stop receiving", a failed unbind on a closed socket) are
-// expected and logged at debug level.
-type nfLogger struct{ q *Queue }
-
-func (l nfLogger) Debugf(format string, args ...any) {
-	l.logf(slog.LevelDebug, format, args)
-}
-
-func (l nfLogger) Errorf(format string, args ...any) {
-	level := slog.LevelWarn
-	if ctx := l.q.runCtx.Load(); ctx != nil && (*ctx).Err() != nil {
-		level = slog.LevelDebug
-	}
-	l.logf(level, format, args)
-}
-
-func (l nfLogger) logf(level slog.Level, format string, args []any) {
-	if !l.q.log.Enabled(context.Background(), level) {
-		return
-	}
-	l.q.log.Log(context.Background(), level, fmt.Sprintf(format, args...), "from", "go-nfqueue")
-}

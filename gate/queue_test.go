@@ -2,16 +2,13 @@ package gate
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
-	"os"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
-
-	nfqueue "github.com/florianl/go-nfqueue/v2"
-	"github.com/mdlayher/netlink"
 
 	"github.com/knockgate/knockgate/verdict"
 )
@@ -32,27 +29,165 @@ func (d *portDecider) Decide(p verdict.Packet, now time.Time) verdict.Decision {
 	return verdict.Decision{Verdict: verdict.Drop, Reason: verdict.ReasonNoGrant, Door: verdict.NoDoor, Reset: verdict.NoDoor}
 }
 
+// verdictMsg is one verdict message as the kernel reads it.
+type verdictMsg struct {
+	id      uint32
+	v       uint32
+	mark    uint32
+	setMark bool
+	batch   bool
+}
+
+// decodeVerdicts reads a buffer of verdict messages back, failing the
+// test on anything the kernel would refuse.
+func decodeVerdicts(t testing.TB, b []byte, queue uint16) []verdictMsg {
+	t.Helper()
+	var out []verdictMsg
+	for len(b) > 0 {
+		typ, body, rest, err := nextMessage(b, false)
+		if err != nil {
+			t.Fatalf("verdict buffer: %v", err)
+		}
+		if f := native.Uint16(b[6:8]); f != nlmFRequest {
+			t.Errorf("verdict flags %#x, want NLM_F_REQUEST only", f)
+		}
+		b = rest
+		if got := binary.BigEndian.Uint16(body[2:4]); got != queue {
+			t.Errorf("verdict for queue %d, want %d", got, queue)
+		}
+		m := verdictMsg{batch: typ == nfqnlMsgVerdictBatch}
+		if typ != nfqnlMsgVerdict && typ != nfqnlMsgVerdictBatch {
+			t.Fatalf("message type %#x is no verdict", typ)
+		}
+		for a := body[nfgenLen:]; len(a) > 0; {
+			n := int(native.Uint16(a[0:2]))
+			data := a[nlaHeaderLen:n]
+			switch native.Uint16(a[2:4]) {
+			case nfqaVerdictHdr:
+				m.v, m.id = binary.BigEndian.Uint32(data[0:4]), binary.BigEndian.Uint32(data[4:8])
+			case nfqaMark:
+				m.mark, m.setMark = binary.BigEndian.Uint32(data), true
+			default:
+				t.Errorf("unexpected verdict attribute %d", native.Uint16(a[2:4]))
+			}
+			a = a[nlAlign(n):]
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// kernelQueue models what nfnetlink_queue does with verdicts: packets wait
+// by id until a verdict names them, a batch verdict settles every waiting
+// packet up to its id, and a verdict for an id not waiting is an error.
+type kernelQueue struct {
+	t       testing.TB
+	waiting []uint32
+	settled map[uint32]verdictMsg
+}
+
+func newKernelQueue(t testing.TB) *kernelQueue {
+	return &kernelQueue{t: t, settled: map[uint32]verdictMsg{}}
+}
+
+func (k *kernelQueue) apply(msgs []verdictMsg) {
+	for _, m := range msgs {
+		if !m.batch {
+			i := slices.Index(k.waiting, m.id)
+			if i < 0 {
+				k.t.Errorf("verdict for packet %d, which is not waiting (ENOENT)", m.id)
+				continue
+			}
+			k.waiting = slices.Delete(k.waiting, i, i+1)
+			k.settled[m.id] = m
+			continue
+		}
+		k.waiting = slices.DeleteFunc(k.waiting, func(id uint32) bool {
+			if int32(id-m.id) > 0 {
+				return false
+			}
+			s := m
+			s.id = id
+			k.settled[id] = s
+			return true
+		})
+	}
+}
+
 type sentVerdict struct {
 	id      uint32
-	v       int
+	v       uint32
 	mark    uint32
 	setMark bool
 }
 
-// testQueue is a Queue without a socket whose verdicts land in sent.
-func testQueue(t *testing.T, cfg Config, d Decider) (*Queue, *[]sentVerdict) {
+// sent lists the verdicts the packets ids got, in that order, and checks
+// that no packet is left waiting.
+func (k *kernelQueue) sent(ids ...uint32) []sentVerdict {
+	k.t.Helper()
+	if len(k.waiting) > 0 {
+		k.t.Errorf("packets %v still waiting for a verdict", k.waiting)
+	}
+	var out []sentVerdict
+	for _, id := range ids {
+		m, ok := k.settled[id]
+		if !ok {
+			k.t.Errorf("packet %d got no verdict", id)
+			continue
+		}
+		out = append(out, sentVerdict{id, m.v, m.mark, m.setMark})
+	}
+	return out
+}
+
+// testQueue is a Queue without a socket whose verdicts reach a model of
+// the kernel's queue.
+func testQueue(t *testing.T, cfg Config, d Decider) (*Queue, *kernelQueue) {
 	t.Helper()
 	q, err := newQueue(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sent := new([]sentVerdict)
-	q.setVerdict = func(id uint32, v int, mark uint32, setMark bool) error {
-		*sent = append(*sent, sentVerdict{id, v, mark, setMark})
+	k := newKernelQueue(t)
+	q.send = func(b []byte) error {
+		k.apply(decodeVerdicts(t, b, cfg.Queue))
 		return nil
 	}
 	q.decider = d
-	return q, sent
+	return q, k
+}
+
+// serve queues a packet in the kernel model and has q serve it.
+func (k *kernelQueue) serve(q *Queue, id, mark uint32, b []byte) {
+	k.waiting = append(k.waiting, id)
+	q.consume(packetMessage(id, &mark, b), 0, false)
+}
+
+// packetMessage builds the NFQNL_MSG_PACKET the kernel sends for a packet.
+func packetMessage(id uint32, mark *uint32, payload []byte) []byte {
+	var attrs []byte
+	attr := func(typ uint16, data []byte) {
+		h := make([]byte, nlaHeaderLen)
+		putAttr(h, typ, len(data))
+		attrs = append(attrs, h...)
+		attrs = append(attrs, data...)
+		attrs = append(attrs, make([]byte, nlAlign(len(data))-len(data))...)
+	}
+	hdr := make([]byte, 7)
+	binary.BigEndian.PutUint32(hdr, id)
+	binary.BigEndian.PutUint16(hdr[4:], 0x0800)
+	hdr[6] = 0 // NF_INET_PRE_ROUTING
+	attr(nfqaPacketHdr, hdr)
+	if mark != nil {
+		attr(nfqaMark, binary.BigEndian.AppendUint32(nil, *mark))
+	}
+	attr(4, make([]byte, 16)) // NFQA_TIMESTAMP, which the gate skips
+	if payload != nil {
+		attr(nfqaPayload, payload)
+	}
+	m := make([]byte, nlmsgHeaderLen+nfgenLen, nlmsgHeaderLen+nfgenLen+len(attrs))
+	putHeader(m, len(m)+len(attrs), nfqnlMsgPacket, 0, 0, 0)
+	return append(m, attrs...)
 }
 
 func TestServe(t *testing.T) {
@@ -63,20 +198,30 @@ func TestServe(t *testing.T) {
 	var obs []observed
 	cfg := Config{Observe: func(p verdict.Packet, d verdict.Decision, _ time.Duration) { obs = append(obs, observed{p, d}) }}
 	dec := &portDecider{accept: 8080, seen: []verdict.Packet{}}
-	q, sent := testQueue(t, cfg, dec)
+	q, k := testQueue(t, cfg, dec)
 
 	accept := ipv4(6, src4, dst4, nil, tcp(40000, 8080, verdict.FlagSYN, nil, nil))
 	drop := ipv6(6, src6, dst6, tcp(40000, 8081, verdict.FlagSYN, nil, nil))
 	garbage := []byte{0x45, 0, 0}
+	var dgram []byte
 	for i, b := range [][]byte{accept, drop, garbage} {
 		id := uint32(100 + i)
-		q.handle(nfqueue.Attribute{PacketID: &id, Payload: &b})
+		k.waiting = append(k.waiting, id)
+		dgram = append(dgram, packetMessage(id, nil, b)...)
 	}
-	q.handle(nfqueue.Attribute{}) // no packet id
+	noID := packetMessage(1, nil, accept)
+	noID = append(noID[:nlmsgHeaderLen+nfgenLen:nlmsgHeaderLen+nfgenLen], noID[nlmsgHeaderLen+nfgenLen+12:]...)
+	native.PutUint32(noID[0:4], uint32(len(noID)))
+	dgram = append(dgram, noID...)
+	q.consume(dgram, 0, false)
+	if len(obs) != 0 {
+		t.Error("observer ran before the verdicts were sent")
+	}
+	q.flush()
 
-	want := []sentVerdict{{100, nfqueue.NfAccept, 0, false}, {101, nfqueue.NfDrop, 0, false}, {102, nfqueue.NfDrop, 0, false}}
-	if fmt.Sprint(*sent) != fmt.Sprint(want) {
-		t.Errorf("verdicts %v, want %v", *sent, want)
+	want := []sentVerdict{{100, nfAccept, 0, false}, {101, nfDrop, 0, false}, {102, nfDrop, 0, false}}
+	if got := k.sent(100, 101, 102); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("verdicts %v, want %v", got, want)
 	}
 	if len(dec.seen) != 2 || dec.seen[0].DstPort != 8080 || dec.seen[1].Src != src6 {
 		t.Errorf("decider saw %+v, want the two good packets", dec.seen)
@@ -90,25 +235,167 @@ func TestServe(t *testing.T) {
 	if obs[2].d != malformedDecision {
 		t.Errorf("observer saw %+v for garbage, want %+v", obs[2].d, malformedDecision)
 	}
-	wantStats := Stats{Packets: 3, Accepted: 1, Dropped: 2, Malformed: 1, ReadErrors: 1}
+	wantStats := Stats{Packets: 3, Accepted: 1, Dropped: 2, Malformed: 1, ReadErrors: 1, Sends: 1}
 	if got := q.Stats(); got != wantStats {
 		t.Errorf("Stats = %+v, want %+v", got, wantStats)
 	}
 }
 
+// TestFlushBatches checks which packets share a batch verdict: runs of one
+// verdict over consecutive ids, none marked; and that the kernel model ends
+// with every packet settled as decided.
+func TestFlushBatches(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		ids    []uint32
+		ports  []uint16 // 8080 is accepted
+		marked bool
+		msgs   int
+		batch  int
+	}{
+		{"one", []uint32{1}, []uint16{8080}, false, 1, 0},
+		{"run of accepts", []uint32{1, 2, 3, 4}, []uint16{8080, 8080, 8080, 8080}, false, 1, 1},
+		{"accept drop accept", []uint32{1, 2, 3}, []uint16{8080, 1, 8080}, false, 3, 0},
+		{"two runs", []uint32{5, 6, 7, 8}, []uint16{8080, 8080, 1, 1}, false, 2, 2},
+		{"gap in ids", []uint32{5, 6, 9, 10}, []uint16{8080, 8080, 8080, 8080}, false, 2, 2},
+		{"id wraps", []uint32{0xffffffff, 0, 1}, []uint16{1, 1, 1}, false, 1, 1},
+		{"marked accepts stay single", []uint32{1, 2, 3}, []uint16{8080, 8080, 1}, true, 3, 0},
+		{"marked: drops batch", []uint32{1, 2, 3}, []uint16{1, 1, 8080}, true, 2, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{}
+			if tc.marked {
+				cfg.AcceptMark, cfg.AcceptMask = 0x10000, 0xf0000
+			}
+			q, k := testQueue(t, cfg, &portDecider{accept: 8080})
+			var msgs []verdictMsg
+			q.send = func(b []byte) error {
+				msgs = decodeVerdicts(t, b, 0)
+				k.apply(msgs)
+				return nil
+			}
+			var want []sentVerdict
+			for i, id := range tc.ids {
+				k.serve(q, id, 0, ipv4(6, src4, dst4, nil, tcp(40000, tc.ports[i], verdict.FlagSYN, nil, nil)))
+				w := sentVerdict{id, nfDrop, 0, false}
+				if tc.ports[i] == 8080 {
+					w.v = nfAccept
+					if tc.marked {
+						w.mark, w.setMark = 0x10000, true
+					}
+				}
+				want = append(want, w)
+			}
+			q.flush()
+			if len(msgs) != tc.msgs {
+				t.Errorf("%d verdict messages %+v, want %d", len(msgs), msgs, tc.msgs)
+			}
+			batches := 0
+			for _, m := range msgs {
+				if m.batch {
+					batches++
+				}
+			}
+			if batches != tc.batch {
+				t.Errorf("%d batch verdicts in %+v, want %d", batches, msgs, tc.batch)
+			}
+			if got := k.sent(tc.ids...); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("verdicts %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestServeFullBatch serves more packets than a batch holds: the batch is
+// sent when full, so every packet still gets its verdict.
+func TestServeFullBatch(t *testing.T) {
+	q, k := testQueue(t, Config{}, &portDecider{accept: 8080})
+	var ids []uint32
+	for i := range 3*maxBatch + 5 {
+		id := uint32(i + 1)
+		ids = append(ids, id)
+		port := uint16(8080)
+		if i%7 == 0 {
+			port = 1
+		}
+		k.serve(q, id, 0, ipv4(6, src4, dst4, nil, tcp(40000, port, verdict.FlagSYN, nil, nil)))
+	}
+	q.flush()
+	if got := k.sent(ids...); len(got) != len(ids) {
+		t.Errorf("%d verdicts for %d packets", len(got), len(ids))
+	}
+	if st := q.Stats(); st.Sends != 4 {
+		t.Errorf("%d sends for %d packets in batches of %d, want 4", st.Sends, len(ids), maxBatch)
+	}
+}
+
 func TestServeVerdictError(t *testing.T) {
 	q, _ := testQueue(t, Config{}, &portDecider{accept: 1})
-	q.setVerdict = func(uint32, int, uint32, bool) error { return errors.New("sendmsg: no buffer space") }
+	q.send = func([]byte) error { return errors.New("sendmsg: no buffer space") }
 	b := ipv4(17, src4, dst4, nil, udp(1, 2, nil))
 	q.serve(1, 0, b)
 	q.serve(2, 0, b)
+	q.flush()
 	if got := q.Stats().VerdictErrors; got != 2 {
 		t.Errorf("VerdictErrors = %d, want 2", got)
 	}
 }
 
+// TestConsumeErrors covers what else the kernel sends on the socket: the
+// bind's acknowledgement or refusal, refused verdicts, and messages from a
+// port other than the kernel's.
+func TestConsumeErrors(t *testing.T) {
+	q, _ := testQueue(t, Config{}, &portDecider{})
+	q.bindSeq = 77
+	errMsg := func(errno int32, seq uint32) []byte {
+		m := make([]byte, nlmsgHeaderLen+4+nlmsgHeaderLen)
+		native.PutUint32(m[0:4], uint32(len(m)))
+		native.PutUint16(m[4:6], nlmsgError)
+		native.PutUint32(m[8:12], seq)
+		native.PutUint32(m[16:20], uint32(errno))
+		native.PutUint32(m[20:24], nlmsgHeaderLen)
+		native.PutUint32(m[28:32], seq)
+		return m
+	}
+	q.consume(errMsg(-int32(syscall.ENOENT), 0), 0, false)
+	if st := q.Stats(); st.VerdictErrors != 1 {
+		t.Errorf("a refused verdict is not counted: %+v", st)
+	}
+	q.consume(errMsg(-int32(syscall.EBUSY), 77), 0, false)
+	if !errors.Is(q.bindErr, syscall.EBUSY) || q.bound {
+		t.Errorf("bind refusal: bound %v, err %v", q.bound, q.bindErr)
+	}
+	q.bindErr = nil
+	q.consume(errMsg(0, 77), 0, false)
+	if !q.bound || q.bindErr != nil {
+		t.Errorf("bind acknowledged: bound %v, err %v", q.bound, q.bindErr)
+	}
+	q.consume(packetMessage(5, nil, good("ipv4 tcp syn")), 1234, false)
+	q.consume([]byte{1, 2, 3}, 0, false)
+	if st := q.Stats(); st.Packets != 0 || st.ReadErrors != 2 {
+		t.Errorf("a message from a user port or a runt was served: %+v", st)
+	}
+}
+
+// A datagram cut short still yields its packet id, and the packet is
+// dropped as malformed rather than left waiting in the kernel.
+func TestConsumeTruncated(t *testing.T) {
+	q, k := testQueue(t, Config{}, &portDecider{accept: 8080})
+	m := packetMessage(9, nil, good("ipv4 tcp syn"))
+	k.waiting = []uint32{9}
+	q.consume(m[:40], 0, true)
+	q.flush()
+	if got := k.sent(9); len(got) != 1 || got[0].v != nfDrop {
+		t.Errorf("truncated packet got %+v, want a drop", got)
+	}
+	if st := q.Stats(); st.Malformed != 1 {
+		t.Errorf("Stats = %+v, want 1 malformed", st)
+	}
+}
+
 // TestServeAllocs proves our part of the per-packet path allocates nothing:
-// parse, decide, mark, verdict and observer, for good and malformed packets.
+// reading the netlink message, parse, decide, mark, building the verdicts,
+// and the observer, for good and malformed packets.
 func TestServeAllocs(t *testing.T) {
 	n := 0
 	cfg := Config{
@@ -116,15 +403,25 @@ func TestServeAllocs(t *testing.T) {
 		AcceptMark: 0x4b470000, AcceptMask: 0xffff0000,
 	}
 	q, _ := testQueue(t, cfg, &portDecider{accept: 8080})
-	q.setVerdict = func(uint32, int, uint32, bool) error { return nil }
+	q.send = func([]byte) error { return nil }
+	mark := uint32(5)
+	var dgrams [][]byte
 	for _, b := range [][]byte{
 		good("ipv4 tcp syn"),
 		good("ipv6 udp"),
 		bad("ipv4 tcp data offset 4"),
 	} {
-		if a := testing.AllocsPerRun(1000, func() { q.serve(7, 0x5, b) }); a != 0 {
-			t.Errorf("%v allocations per packet, want 0", a)
+		dgrams = append(dgrams, packetMessage(7, &mark, b))
+	}
+	if a := testing.AllocsPerRun(1000, func() {
+		for range maxBatch / 4 {
+			for _, d := range dgrams {
+				q.consume(d, 0, false)
+			}
 		}
+		q.flush()
+	}); a != 0 {
+		t.Errorf("%v allocations per batch, want 0", a)
 	}
 	if n == 0 {
 		t.Error("observer never called")
@@ -160,7 +457,7 @@ func TestAcceptedMark(t *testing.T) {
 // bits kept; dropped and malformed ones are not marked. The packet's mark
 // comes from the kernel's NFQA_MARK, absent when it is 0.
 func TestServeMarksAccepted(t *testing.T) {
-	q, sent := testQueue(t, Config{AcceptMark: 0x4b470000, AcceptMask: 0xffff0000}, &portDecider{accept: 8080})
+	q, k := testQueue(t, Config{AcceptMark: 0x4b470000, AcceptMask: 0xffff0000}, &portDecider{accept: 8080})
 	accept := ipv4(6, src4, dst4, nil, tcp(40000, 8080, verdict.FlagSYN, nil, nil))
 	drop := ipv6(6, src6, dst6, tcp(40000, 8081, verdict.FlagSYN, nil, nil))
 	garbage := []byte{0x60}
@@ -172,39 +469,18 @@ func TestServeMarksAccepted(t *testing.T) {
 		{accept, nil}, {accept, &low}, {drop, &low}, {garbage, nil},
 	} {
 		id := uint32(i + 1)
-		q.handle(nfqueue.Attribute{PacketID: &id, Payload: &in.b, Mark: in.mark})
+		k.waiting = append(k.waiting, id)
+		q.consume(packetMessage(id, in.mark, in.b), 0, false)
 	}
+	q.flush()
 	want := []sentVerdict{
-		{1, nfqueue.NfAccept, 0x4b470000, true},
-		{2, nfqueue.NfAccept, 0x4b470005, true},
-		{3, nfqueue.NfDrop, 0x5, false},
-		{4, nfqueue.NfDrop, 0, false},
+		{1, nfAccept, 0x4b470000, true},
+		{2, nfAccept, 0x4b470005, true},
+		{3, nfDrop, 0, false},
+		{4, nfDrop, 0, false},
 	}
-	if fmt.Sprint(*sent) != fmt.Sprint(want) {
-		t.Errorf("verdicts %v, want %v", *sent, want)
-	}
-}
-
-func TestReadError(t *testing.T) {
-	q, _ := testQueue(t, Config{}, &portDecider{})
-	ctx, cancel := context.WithCancel(context.Background())
-	enobufs := &netlink.OpError{Op: "receive", Err: os.NewSyscallError("recvmsg", syscall.ENOBUFS)}
-
-	if r := q.readError(ctx, enobufs); r != 0 {
-		t.Errorf("ENOBUFS stops reading (%d)", r)
-	}
-	if r := q.readError(ctx, errors.New("strange")); r != 0 {
-		t.Errorf("an unknown error stops reading (%d)", r)
-	}
-	if r := q.readError(ctx, fmt.Errorf("recvmsg: %w", net.ErrClosed)); r == 0 {
-		t.Error("a closed socket does not stop reading")
-	}
-	cancel()
-	if r := q.readError(ctx, os.ErrDeadlineExceeded); r == 0 {
-		t.Error("a done context does not stop reading")
-	}
-	if got, want := q.Stats(), (Stats{ENOBUFS: 1, ReadErrors: 1}); got != want {
-		t.Errorf("Stats = %+v, want %+v", got, want)
+	if got := k.sent(1, 2, 3, 4); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("verdicts %v, want %v", got, want)
 	}
 }
 
@@ -233,11 +509,12 @@ func BenchmarkServe(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	q.setVerdict = func(uint32, int, uint32, bool) error { return nil }
+	q.send = func([]byte) error { return nil }
 	q.decider = &portDecider{accept: 8080}
-	pkt := good("ipv4 tcp syn")
+	m := packetMessage(1, nil, good("ipv4 tcp syn"))
 	b.ReportAllocs()
 	for b.Loop() {
-		q.serve(1, 0, pkt)
+		q.consume(m, 0, false)
+		q.flush()
 	}
 }
