@@ -38,6 +38,7 @@ var fileSchema = &hcl.BodySchema{
 // the door instead of gohcl's generic one.
 type rawGate struct {
 	Queue       *hcl.Attribute `hcl:"queue,optional"`
+	Queues      *hcl.Attribute `hcl:"queues,optional"`
 	Unprotected *hcl.Attribute `hcl:"unprotected,optional"`
 	MaxSources  *hcl.Attribute `hcl:"max_sources,optional"`
 	MaxGrants   *hcl.Attribute `hcl:"max_grants,optional"`
@@ -160,6 +161,7 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 			Penalty:     verdict.DefaultPenalty,
 		},
 		Queue:         DefaultQueue,
+		Queues:        DefaultQueues,
 		AcceptMark:    DefaultAcceptMark,
 		AcceptMask:    DefaultAcceptMask,
 		StateFile:     DefaultStateFile,
@@ -227,6 +229,18 @@ func (c *compiler) gate(b *hcl.Block, p *Policy) {
 		if n, ok := c.whole(raw.Queue, 0, math.MaxUint16,
 			"NFQUEUE numbers run from 0 to 65535, as iptables' --queue-num takes them."); ok {
 			p.Queue = uint16(n)
+		}
+	}
+	if present(raw.Queues) {
+		if n, ok := c.whole(raw.Queues, 1, MaxQueues,
+			fmt.Sprintf("The gate reads each queue on a thread of its own; from 1 to %d, about one per core.", MaxQueues)); ok {
+			if int(p.Queue)+int(n)-1 > math.MaxUint16 {
+				c.errorf(raw.Queues.Expr.Range().Ptr(), &raw.Queues.Range,
+					"NFQUEUE numbers run from 0 to 65535, as iptables' --queue-balance takes them.",
+					"queues %d from queue %d runs past queue 65535", n, p.Queue)
+			} else {
+				p.Queues = int(n)
+			}
 		}
 	}
 	if present(raw.Unprotected) {

@@ -43,7 +43,7 @@ func TestReferenceHasDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	if p.Queue != DefaultQueue || p.Unprotected != DefaultUnprotected ||
+	if p.Queue != DefaultQueue || p.Queues != DefaultQueues || p.Unprotected != DefaultUnprotected ||
 		p.MaxSources != verdict.DefaultMaxSources || p.MaxGrants != verdict.DefaultMaxGrants {
 		t.Errorf("reference gate is queue %d, unprotected %v, max_sources %d, max_grants %d; want the defaults %d, %v, %d, %d",
 			p.Queue, p.Unprotected, p.MaxSources, p.MaxGrants,

@@ -24,6 +24,10 @@ type Policy struct {
 	// Queue is the NFQUEUE number the gate binds, the one the firewall's
 	// NFQUEUE rule names with --queue-num.
 	Queue uint16
+	// Queues is how many queues the gate serves, numbered from Queue: the
+	// firewall spreads new connections over them with --queue-balance
+	// Queue:Queue+Queues-1, and the gate reads each on a thread of its own.
+	Queues int
 	// File is the path the policy was loaded from, or the name given to
 	// Parse.
 	File string
@@ -76,7 +80,11 @@ func ParseMark(s string) (value, mask uint32, err error) {
 
 // Defaults for what a policy leaves out.
 const (
-	DefaultQueue           = 0
+	DefaultQueue  = 0
+	DefaultQueues = 1
+	// MaxQueues caps gate { queues }: a reader per queue beyond one per
+	// core only adds threads.
+	MaxQueues              = 64
 	DefaultUnprotected     = verdict.Accept
 	DefaultSequenceTimeout = 10 * time.Second
 	DefaultOpenFor         = 30 * time.Second

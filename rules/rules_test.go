@@ -58,7 +58,8 @@ door "ssh" {
 			name: "every setting",
 			src: `
 gate {
-  queue       = 65535
+  queue       = 65534
+  queues      = 2
   unprotected = "drop"
   max_sources = 1
   max_grants  = 10000000
@@ -83,7 +84,8 @@ door "web" {
   open     = ["tcp/443", "tcp/22"]
 }`,
 			want: Policy{
-				Queue:         65535,
+				Queue:         65534,
+				Queues:        2,
 				FailOpen:      true,
 				AcceptMark:    0x100,
 				AcceptMask:    0xf00,
@@ -202,6 +204,9 @@ door "b" {
 			}
 			if tt.want.MetricsListen == "" {
 				tt.want.MetricsListen = DefaultMetricsListen
+			}
+			if tt.want.Queues == 0 {
+				tt.want.Queues = DefaultQueues
 			}
 			if tt.want.AcceptMask == 0 {
 				tt.want.AcceptMark, tt.want.AcceptMask = DefaultAcceptMark, DefaultAcceptMask
@@ -459,6 +464,35 @@ gate {
 				`t.hcl:5:17: max_sources 0 is out of range`,
 				`t.hcl:6:17: max_grants 10000001 is out of range; The engine allocates its table for this many entries when it starts, some 100 to 200 bytes each; it must be from 1 to 10000000.`,
 				`t.hcl:8:1: duplicate gate block; The first gate block is at t.hcl:2:1`,
+			},
+		},
+		{
+			name: "queues",
+			src: `
+gate {
+  queue  = 65535
+  queues = 2
+}
+door "a" {
+  sequence = ["tcp/1"]
+  open     = ["tcp/22"]
+}`,
+			want: []string{
+				`t.hcl:4:12: queues 2 from queue 65535 runs past queue 65535; NFQUEUE numbers run from 0 to 65535, as iptables' --queue-balance takes them.`,
+			},
+		},
+		{
+			name: "queues out of range",
+			src: `
+gate {
+  queues = 0
+}
+door "a" {
+  sequence = ["tcp/1"]
+  open     = ["tcp/22"]
+}`,
+			want: []string{
+				`t.hcl:3:12: queues 0 is out of range; The gate reads each queue on a thread of its own; from 1 to 64, about one per core.`,
 			},
 		},
 		{

@@ -63,8 +63,11 @@ type grantStatus struct {
 	LeftSeconds float64    `json:"left_seconds"`
 }
 
+// queueSnapshot sums the counters of the queues the daemon serves, Queues
+// of them numbered from Queue.
 type queueSnapshot struct {
 	Queue     uint16 `json:"queue"`
+	Queues    int    `json:"queues"`
 	Packets   uint64 `json:"packets"`
 	Accepted  uint64 `json:"accepted"`
 	Dropped   uint64 `json:"dropped"`
@@ -237,7 +240,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
 	}
-	fmt.Fprintf(stdout, "knockgate %s, policy %s, queue %d\n", st.Version, st.Policy, st.Queue.Queue)
+	queues := fmt.Sprintf("queue %d", st.Queue.Queue)
+	if st.Queue.Queues > 1 {
+		queues = fmt.Sprintf("queues %d to %d", st.Queue.Queue, int(st.Queue.Queue)+st.Queue.Queues-1)
+	}
+	fmt.Fprintf(stdout, "knockgate %s, policy %s, %s\n", st.Version, st.Policy, queues)
 	fmt.Fprintf(stdout, "sources with a knock in progress: %d of %d; grants: %d of %d; evictions: %d\n",
 		st.TrackedSources, st.MaxSources, st.Grants, st.MaxGrants, st.Evictions)
 	fmt.Fprintf(stdout, "packets: %d (accepted %d, dropped %d, malformed %d)\n\n",

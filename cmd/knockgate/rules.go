@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/knockgate/knockgate/rules"
 	"github.com/knockgate/knockgate/verdict"
 )
 
@@ -41,13 +42,14 @@ func (f *dnatFlag) Set(s string) error {
 }
 
 func cmdRules(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("rules", "[--config FILE] [--interface IF] [--queue N] [--dnat tcp/2222=192.0.2.10:22 ...]",
+	fs := newFlags("rules", "[--config FILE] [--interface IF] [--queue N] [--queues N] [--dnat tcp/2222=192.0.2.10:22 ...]",
 		"Print the static steering rules: iptables-restore input for IPv4 and\n"+
 			"ip6tables-restore input for IPv6. Load them once, at boot, before the\n"+
 			"daemon starts; knockgate never changes them.\n\n"+
 			"Every NEW TCP and UDP connection addressed to the gateway itself is queued\n"+
 			"in mangle PREROUTING, before DNAT, so the daemon sees the port the client\n"+
-			"dialled. Established traffic never enters the queue.\n\n"+
+			"dialled. Established traffic never enters the queue. With more than one\n"+
+			"queue, --queue-balance spreads connections over them by address pair.\n\n"+
 			"Without --config, or with a policy that leaves fail_open off, the rules\n"+
 			"have no --queue-bypass: while no daemon reads the queue, the kernel drops\n"+
 			"those packets (fail-closed), so every queued port is shut. With a policy\n"+
@@ -60,6 +62,7 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 	config := fs.String("config", "", "take the queue number and the fail mode from this policy `file` (and, when it fails open, its protected ports); default: fail-closed rules for --queue")
 	iface := fs.String("interface", "", "queue only packets arriving on this `interface` (the WAN side); default every interface but lo")
 	queue := fs.Uint("queue", 0, "NFQUEUE `number`; must match the policy's gate { queue }")
+	queues := fs.Uint("queues", 1, "how many queues, numbered from --queue; must match the policy's gate { queues }")
 	var dnats dnatFlag
 	fs.Var(&dnats, "dnat", "also print a static DNAT forwarding `proto/port=address:port` to a LAN host (repeatable)")
 	if err := parseFlags(fs, args); err != nil {
@@ -68,16 +71,22 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 	if *queue > 65535 {
 		return fmt.Errorf("invalid --queue %d: want 0 to 65535", *queue)
 	}
+	if *queues < 1 || *queues > rules.MaxQueues || *queue+*queues-1 > 65535 {
+		return fmt.Errorf("invalid --queues %d: want 1 to %d, and --queue plus --queues at most 65536", *queues, rules.MaxQueues)
+	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if err := validIface(*iface); err != nil {
 		return err
 	}
-	spec := ruleSpec{iface: *iface, queue: uint16(*queue), dnats: dnats}
+	spec := ruleSpec{iface: *iface, queue: uint16(*queue), queues: int(*queues), dnats: dnats}
 	if *config != "" {
-		queueSet := false
-		fs.Visit(func(f *flag.Flag) { queueSet = queueSet || f.Name == "queue" })
+		queueSet, queuesSet := false, false
+		fs.Visit(func(f *flag.Flag) {
+			queueSet = queueSet || f.Name == "queue"
+			queuesSet = queuesSet || f.Name == "queues"
+		})
 		pol, err := loadPolicy(*config, stderr)
 		if err != nil {
 			return err
@@ -85,7 +94,10 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 		if queueSet && spec.queue != pol.Queue {
 			return fmt.Errorf("--queue %d disagrees with gate { queue = %d } in %s: leave --queue out, the policy's number is used", spec.queue, pol.Queue, *config)
 		}
-		spec.queue = pol.Queue
+		if queuesSet && spec.queues != pol.Queues {
+			return fmt.Errorf("--queues %d disagrees with gate { queues = %d } in %s: leave --queues out, the policy's number is used", spec.queues, pol.Queues, *config)
+		}
+		spec.queue, spec.queues = pol.Queue, pol.Queues
 		if pol.FailOpen {
 			spec.failOpen = &failOpen{
 				policy:    *config,
@@ -113,9 +125,10 @@ func validIface(s string) error {
 
 // ruleSpec is what the steering rules are printed from.
 type ruleSpec struct {
-	iface string
-	queue uint16
-	dnats []dnat
+	iface  string
+	queue  uint16
+	queues int // 1 or more
+	dnats  []dnat
 	// failOpen, when set, asks for fail-open rules; nil fails closed.
 	failOpen *failOpen
 }
@@ -193,6 +206,12 @@ func familyRules(v6 bool, spec ruleSpec) string {
 		in = "-i " + spec.iface
 	}
 	queue := "--queue-num " + strconv.Itoa(int(spec.queue))
+	if spec.queues > 1 {
+		// The kernel picks a queue by a hash of the address pair and
+		// protocol, so a source's TCP and UDP knocks may land on
+		// different queues; the engine shares their state.
+		queue = fmt.Sprintf("--queue-balance %d:%d", spec.queue, int(spec.queue)+spec.queues-1)
+	}
 	fo := spec.failOpen
 	var b strings.Builder
 	b.WriteString("# knockgate steering rules: static, loaded once, never changed at run time.\n")

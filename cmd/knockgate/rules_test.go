@@ -118,6 +118,30 @@ func TestRulesQueueDisagrees(t *testing.T) {
 	}
 }
 
+// Several queues are spread with --queue-balance, from the flags or from
+// the policy's gate { queues }.
+func TestRulesQueueBalance(t *testing.T) {
+	code, out, errOut := runMain(t, "rules", "--queue", "2", "--queues", "2")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if n := strings.Count(out, "-j NFQUEUE --queue-balance 2:3\n"); n != 4 || strings.Contains(out, "--queue-num") {
+		t.Errorf("want tcp and udp queued with --queue-balance 2:3 for both families, got\n%s", out)
+	}
+	cfg := writePolicyFile(t, "gate {\n  queue = 4\n  queues = 3\n}\n")
+	if code, out, errOut := runMain(t, "rules", "--config", cfg); code != 0 || !strings.Contains(out, "--queue-balance 4:6\n") {
+		t.Errorf("exit %d, stderr %q; want --queue-balance 4:6 in\n%s", code, errOut, out)
+	}
+	if code, _, errOut := runMain(t, "rules", "--config", cfg, "--queues", "2"); code != 1 || !strings.Contains(errOut, "--queues 2 disagrees with gate { queues = 3 }") {
+		t.Errorf("exit %d, stderr %q; want the disagreement", code, errOut)
+	}
+	for _, bad := range [][]string{{"--queues", "0"}, {"--queues", "65"}, {"--queue", "65535", "--queues", "2"}} {
+		if code, _, errOut := runMain(t, append([]string{"rules"}, bad...)...); code != 1 || !strings.Contains(errOut, "invalid --queues") {
+			t.Errorf("%v: exit %d, stderr %q; want invalid --queues", bad, code, errOut)
+		}
+	}
+}
+
 // An invalid policy is reported as validate reports it, and nothing is
 // printed to stdout.
 func TestRulesInvalidPolicy(t *testing.T) {

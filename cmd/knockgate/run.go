@@ -70,26 +70,49 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		// that lack this mark; fail-closed rules ignore marks.
 		gcfg.AcceptMark, gcfg.AcceptMask = pol.AcceptMark, pol.AcceptMask
 	}
-	q, err := gate.Open(gcfg)
-	if err != nil {
-		return err
+	// One queue per reader thread: the kernel spreads new connections over
+	// them (--queue-balance), and each Run blocks its own goroutine.
+	var qs []*gate.Queue
+	for i := range pol.Queues {
+		cfg := gcfg
+		cfg.Queue = pol.Queue + uint16(i)
+		q, err := gate.Open(cfg)
+		if err != nil {
+			return err
+		}
+		defer q.Close()
+		qs = append(qs, q)
 	}
-	defer q.Close()
-	d.q = q
+	d.qs = qs
 
 	d.m = metrics.New(version, metrics.Sources{
 		Engine:       eng.Stats,
 		ActiveGrants: func() map[string]int { return eng.ActiveGrants(time.Now()) },
 		Queues: func() []metrics.QueueStats {
-			st := q.Stats()
-			return []metrics.QueueStats{{Queue: pol.Queue, Packets: st.Packets, VerdictErrors: st.VerdictErrors, ENOBUFS: st.ENOBUFS, ReadErrors: st.ReadErrors}}
+			out := make([]metrics.QueueStats, len(qs))
+			for i, q := range qs {
+				st := q.Stats()
+				out[i] = metrics.QueueStats{Queue: pol.Queue + uint16(i), Packets: st.Packets, VerdictErrors: st.VerdictErrors, ENOBUFS: st.ENOBUFS, ReadErrors: st.ReadErrors}
+			}
+			return out
 		},
 	})
 	d.m.SetDoors(doorNames(pol.Policy))
 	d.m.Reloaded(true, time.Now())
+	allReady := make(chan struct{})
+	go func() {
+		for _, q := range qs {
+			select {
+			case <-q.Ready():
+			case <-ctx.Done():
+				return
+			}
+		}
+		close(allReady)
+	}()
 	ready := func() bool {
 		select {
-		case <-q.Ready():
+		case <-allReady:
 			return true
 		default:
 			return false
@@ -124,20 +147,35 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	runDone := make(chan struct{})
 	go func() {
 		select {
-		case <-q.Ready():
+		case <-allReady:
 		case <-ctx.Done():
 			return
 		}
-		logger.Info("knockgate ready", "queue", pol.Queue, "metrics", pol.MetricsListen, "control_socket", pol.ControlSocket)
-		if err := sdNotify("READY=1\nSTATUS=deciding packets on queue " + fmt.Sprint(pol.Queue)); err != nil {
+		logger.Info("knockgate ready", "queues", queueNames(pol), "metrics", pol.MetricsListen, "control_socket", pol.ControlSocket)
+		if err := sdNotify("READY=1\nSTATUS=deciding packets on queue " + queueNames(pol)); err != nil {
 			logger.Warn("systemd notification failed", "err", err)
 		}
 		d.watchdog(ctx, runDone)
 	}()
 
-	logger.Info("knockgate starting", "version", version, "policy", *config, "queue", pol.Queue,
+	logger.Info("knockgate starting", "version", version, "policy", *config, "queues", queueNames(pol),
 		"doors", len(pol.Doors), "unprotected", pol.Unprotected.String())
-	err = q.Run(ctx, eng)
+	// The first queue to fail (to bind, in practice) stops the others.
+	errs := make(chan error, len(qs))
+	for _, q := range qs {
+		go func() {
+			err := q.Run(ctx, eng)
+			if err != nil {
+				stop()
+			}
+			errs <- err
+		}()
+	}
+	for range qs {
+		if e := <-errs; e != nil && err == nil {
+			err = e
+		}
+	}
 	close(runDone)
 	stop()
 	wg.Wait()
@@ -146,9 +184,21 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	st := q.Stats()
-	logger.Info("knockgate stopped", "packets", st.Packets, "malformed", st.Malformed)
+	var packets, malformed uint64
+	for _, q := range qs {
+		st := q.Stats()
+		packets, malformed = packets+st.Packets, malformed+st.Malformed
+	}
+	logger.Info("knockgate stopped", "packets", packets, "malformed", malformed)
 	return nil
+}
+
+// queueNames names the policy's queues as iptables does: "0", or "0:1".
+func queueNames(pol *rules.Policy) string {
+	if pol.Queues <= 1 {
+		return fmt.Sprint(pol.Queue)
+	}
+	return fmt.Sprintf("%d:%d", pol.Queue, int(pol.Queue)+pol.Queues-1)
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -194,7 +244,7 @@ type daemon struct {
 	log  *slog.Logger
 	eng  *verdict.Engine
 	m    *metrics.Metrics // nil in tests that need no metrics
-	q    *gate.Queue      // nil in tests that run no queue
+	qs   []*gate.Queue    // none in tests that run no queue
 	path string           // the policy file, re-read on reload
 
 	reloadMu sync.Mutex // one reload at a time
@@ -393,6 +443,7 @@ func (d *daemon) reload(by string) (*reloadOutcome, error) {
 	}
 	for what, changed := range map[string]bool{
 		"queue":            pol.Queue != d.pol.Queue,
+		"queues":           pol.Queues != d.pol.Queues,
 		"metrics listen":   pol.MetricsListen != d.pol.MetricsListen,
 		"control_socket":   pol.ControlSocket != d.pol.ControlSocket,
 		"spa (copy range)": copyRange(pol.Policy) > copyRange(d.pol.Policy),
@@ -405,7 +456,7 @@ func (d *daemon) reload(by string) (*reloadOutcome, error) {
 	}
 	// The queue and the sockets stay bound as they are; the state file
 	// can follow at once.
-	pol.Queue, pol.MetricsListen, pol.ControlSocket = d.pol.Queue, d.pol.MetricsListen, d.pol.ControlSocket
+	pol.Queue, pol.Queues, pol.MetricsListen, pol.ControlSocket = d.pol.Queue, d.pol.Queues, d.pol.MetricsListen, d.pol.ControlSocket
 	pol.FailOpen, pol.AcceptMark, pol.AcceptMask = d.pol.FailOpen, d.pol.AcceptMark, d.pol.AcceptMask
 	d.pol = pol
 	out := &reloadOutcome{Doors: len(pol.Doors)}
@@ -457,10 +508,16 @@ func (d *daemon) status() *statusReport {
 		sort.Slice(gs, func(i, j int) bool { return gs[i].Source.Less(gs[j].Source) })
 		r.Doors = append(r.Doors, doorStatus{Name: door.Name, Grants: gs})
 	}
-	if d.q != nil {
-		qs := d.q.Stats()
-		r.Queue = queueSnapshot{Queue: d.pol.Queue, Packets: qs.Packets, Accepted: qs.Accepted,
-			Dropped: qs.Dropped, Malformed: qs.Malformed, ENOBUFS: qs.ENOBUFS}
+	if len(d.qs) > 0 {
+		r.Queue = queueSnapshot{Queue: d.pol.Queue, Queues: len(d.qs)}
+		for _, q := range d.qs {
+			qs := q.Stats()
+			r.Queue.Packets += qs.Packets
+			r.Queue.Accepted += qs.Accepted
+			r.Queue.Dropped += qs.Dropped
+			r.Queue.Malformed += qs.Malformed
+			r.Queue.ENOBUFS += qs.ENOBUFS
+		}
 	}
 	return r
 }

@@ -13,6 +13,14 @@ gate {
   #   iptables -A INPUT -p tcp -m conntrack --ctstate NEW -j NFQUEUE --queue-num 0
   queue = 0
 
+  # How many queues the gate serves, numbered from queue up: with 2, queues
+  # 0 and 1. The steering rule spreads new connections over them with
+  # --queue-balance 0:1 (knockgate rules prints it), and the gate reads each
+  # on a thread of its own, so it can use more than one core. A source's
+  # state is shared whichever queue its packets arrive on. About one per
+  # core; at most 64.
+  queues = 1
+
   # The verdict for queued packets to a port that no door names (neither a
   # knock nor a protected port). "accept" (the default) leaves them to the
   # rest of the firewall; "drop" closes everything but the doors.
