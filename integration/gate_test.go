@@ -4,6 +4,8 @@ package integration
 
 import (
 	"net/netip"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -137,4 +139,55 @@ func TestDaemonKilledFailsClosed(t *testing.T) {
 		l.wantConnect("c1", fam.gwForC1, 80)
 		l.wantTimeout("c2", fam.gwForC2, 22)
 	}
+}
+
+// TestTwoQueues spreads new connections over two queues with
+// --queue-balance, a reader each. The kernel picks the queue from the
+// address pair and protocol, so a sequence that mixes TCP and UDP knocks
+// arrives on both: it opens the door only because the queues share the
+// source's state.
+func TestTwoQueues(t *testing.T) {
+	l := newLab(t, "--queues", "2")
+	l.gateExtra = "queues = 2"
+	l.start()
+	l.waitLog("knockgate ready", 5*time.Second, "queues=0:1")
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			l.t = t
+			l.wantTimeout("c1", fam.gwForC1, 22)
+			l.knock("c1", fam, fam.gwForC1, "7000", "8000:udp", "9000")
+			l.waitLog("grant opened", 3*time.Second, "door=ssh", "source="+fam.c1.String())
+			l.wantConnect("c1", fam.gwForC1, 22)
+			l.wantTimeout("c2", fam.gwForC2, 22)
+			l.wantConnect("c2", fam.gwForC2, 80)
+		})
+	}
+	l.t = t
+	// Both readers serve: connections between many address pairs (each
+	// client to each of the gateway's addresses, both families) hash to
+	// both queues, but for a chance of 2^-11 that all 12 pick the same one.
+	gwAddrs := []netip.Addr{v4.gwForC1, v4.gwForC2, netip.MustParseAddr("192.0.2.1"), v6.gwForC1, v6.gwForC2, netip.MustParseAddr("2001:db8:2::1")}
+	for _, c := range []string{"c1", "c2"} {
+		for _, a := range gwAddrs {
+			l.wantConnect(c, a, 80)
+		}
+	}
+	m := l.scrape("/metrics")
+	for _, q := range []string{"0", "1"} {
+		if v := metricValue(m, `knockgate_queue_packets_total{queue="`+q+`"}`); v == 0 {
+			t.Errorf("queue %s served no packet:\n%s", q, grep(m, "knockgate_queue_packets_total"))
+		}
+	}
+}
+
+// metricValue is the value of the sample named (with labels) series in a
+// Prometheus text exposition, or 0 if there is none.
+func metricValue(body, series string) float64 {
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
 }

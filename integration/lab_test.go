@@ -108,7 +108,9 @@ type lab struct {
 
 func (l *lab) ns(name string) string { return l.prefix + "-" + name }
 
-func newLab(t *testing.T) *lab {
+// newLab builds the lab; rulesArgs go to `knockgate rules` after the
+// lab's own, such as --queues.
+func newLab(t *testing.T, rulesArgs ...string) *lab {
 	t.Helper()
 	l := &lab{t: t, prefix: fmt.Sprintf("kgt%d-%d", os.Getpid()%100000, labSeq.Add(1)), dir: t.TempDir(), doors: policy}
 	t.Cleanup(l.cleanup)
@@ -143,7 +145,7 @@ func newLab(t *testing.T) *lab {
 
 	// The steering rules as an operator would load them: printed by the
 	// binary itself, with a static DNAT of gw:2222 to the LAN host.
-	out := l.must(binPath, "rules", "--dnat", "tcp/2222=192.0.2.10:2222", "--dnat", "tcp/2222=[2001:db8:2::10]:2222")
+	out := l.must(binPath, append([]string{"rules", "--dnat", "tcp/2222=192.0.2.10:2222", "--dnat", "tcp/2222=[2001:db8:2::10]:2222"}, rulesArgs...)...)
 	v4rules, v6rules, ok := strings.Cut(out, "# ---- ip6tables-restore --noflush ----")
 	if !ok {
 		t.Fatalf("knockgate rules printed no ip6tables section:\n%s", out)
