@@ -2,10 +2,10 @@ package verdict
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,27 +19,26 @@ const (
 )
 
 // sequence is one knock sequence compiled for lookup: a door's open
-// sequence or its close sequence.
+// sequence or its close sequence, or one of a TOTP door's two slots.
 type sequence struct {
 	door    int
 	close   bool
-	ports   []Port
-	timeout int64 // nanoseconds
-	// TOTP slots change their ports every step: gen counts the changes,
-	// so knocks in progress on an old sequence are recognised; counter is
-	// the step; used and usedBy remember who completed it, so it cannot
-	// be replayed by another source in its step.
-	totp    bool
-	gen     uint32
-	counter uint64
-	used    bool
-	usedBy  key
+	ports   []Port // nil for a TOTP slot: its knocks change every step, see totpLive
+	timeout int64  // nanoseconds
+	// totp is the index in compiled.totp of the TOTP door this is a slot
+	// of, and slot which one; -1 for a fixed sequence.
+	totp int32
+	slot uint8
 }
 
 // totpDoor is a TOTP door and its two sequence slots.
 type totpDoor struct {
 	door  int
 	slots [2]int
+	// live is the only part of a compiled policy that changes after
+	// compile: the derived sequences, rotated every step. It is a pointer
+	// so compiled stays a value that is never copied while in use.
+	live *totpLive
 }
 
 // progress is a source's place in one sequence.
@@ -47,7 +46,7 @@ type progress struct {
 	seq     int32
 	step    uint16 // knocks matched so far, at least 1
 	srcPort uint16 // source port of the last matched knock, to spot retransmits
-	gen     uint32 // the sequence's generation (TOTP), see sequence.gen
+	gen     uint32 // the TOTP slot's generation, see totpSlot.gen; 0 for a fixed sequence
 	start   int64  // when the first knock arrived
 	last    int64  // when the last matched knock arrived
 }
@@ -67,18 +66,23 @@ type grant struct {
 type opener struct {
 	door int32
 	bit  uint8
+	mix  uint64 // doorMix(door): a grant's hash is its source's, xored with it
 }
 
 // compiled is a policy turned into lookup tables. It is immutable once
-// built, so a reload compiles the new one outside the engine's lock and
-// swaps it in.
+// built (but for the TOTP doors' live sequences, which have their own
+// synchronisation), so Decide reads it without a lock, and a reload
+// compiles the new one outside every lock and swaps it in.
 type compiled struct {
 	policy Policy
 	seqs   []sequence
 	// Lookup tables indexed by protocol (0 tcp, 1 udp) and port, so the
 	// per-packet path is array indexing rather than map lookups.
-	class   [2][65536]uint8
-	first   [2][65536]int32 // 1 + index into seqs of the sequence this port starts
+	class [2][65536]uint8
+	// first is 1 + index into seqs of the sequence this port starts; for
+	// a port in a TOTP door's range, -(1 + index into totp): which slot
+	// starts there changes every step, see firstSeq.
+	first   [2][65536]int32
 	openers [2][65536]int32 // 1 + index into openLists
 	spaAt   [2][65536]int32 // 1 + index into spaLists
 	// openLists holds, per protected port, the doors that open it;
@@ -90,19 +94,23 @@ type compiled struct {
 }
 
 // Engine decides the verdict for each packet and keeps the knock progress
-// and grants of every source. It is safe for concurrent use; the lock is
-// held only for the table lookups of one packet.
+// and grants of every source. It is safe for concurrent use: the state of
+// each source lives in one of several shards, each with its own lock, so
+// Decide calls for sources in different shards (several queue readers)
+// never wait for each other. See generation.
 type Engine struct {
 	epoch time.Time
-
-	mu        sync.Mutex
-	c         *compiled
-	progress  table[progress]
-	grants    table[grant]
-	spa       spaState
-	penalty   table[penalty]
-	rng       uint64
-	evictions uint64
+	// gen is the policy in force and the state kept under it. Decide
+	// loads it without a lock; Reload swaps it.
+	gen atomic.Pointer[generation]
+	// ctl serialises the calls that walk every shard or swap the
+	// generation (Reload, Sweep, Grants, Stats, Restore...), so that
+	// while one of them runs the generation stays put. Decide never takes
+	// it.
+	ctl sync.Mutex
+	// evictedBefore carries the evictions of generations a reload
+	// retired, so the counter never goes back. Guarded by ctl.
+	evictedBefore uint64
 }
 
 func protoIndex(p Proto) int {
@@ -123,11 +131,8 @@ func NewEngine(p Policy, now time.Time) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{c: c, epoch: now, rng: rand.Uint64() | 1}
-	e.progress = newTable[progress](c.policy.MaxSources, rand.Uint64())
-	e.grants = newTable[grant](c.policy.MaxGrants, rand.Uint64())
-	e.spa = newSPAState(c)
-	e.penalty = newPenaltyTable(c.policy.Penalty)
+	e := &Engine{epoch: now}
+	e.gen.Store(newGeneration(c))
 	return e, nil
 }
 
@@ -192,7 +197,7 @@ func compile(p Policy) (*compiled, error) {
 					d.Name, p.Doors[e.seqs[prev-1].door].Name, k0)
 			}
 			e.seqs = append(e.seqs, sequence{
-				door: di, close: s.close, ports: slices.Clone(s.ports), timeout: int64(d.SequenceTimeout),
+				door: di, close: s.close, ports: slices.Clone(s.ports), timeout: int64(d.SequenceTimeout), totp: -1,
 			})
 			e.first[pi][k0.Num] = int32(len(e.seqs))
 		}
@@ -212,10 +217,11 @@ func compile(p Policy) (*compiled, error) {
 				return nil, fmt.Errorf("door %q: TOTP range %v/%d-%d overlaps another rule at %v/%d", d.Name, d.TOTP.Proto, d.TOTP.Lo, d.TOTP.Hi, d.TOTP.Proto, n)
 			}
 			e.class[pi][n] = classKnock
+			e.first[pi][n] = -int32(len(e.totp) + 1)
 		}
-		td := totpDoor{door: di}
+		td := totpDoor{door: di, live: new(totpLive)}
 		for i := range td.slots {
-			e.seqs = append(e.seqs, sequence{door: di, totp: true, timeout: int64(d.SequenceTimeout)})
+			e.seqs = append(e.seqs, sequence{door: di, timeout: int64(d.SequenceTimeout), totp: int32(len(e.totp)), slot: uint8(i)})
 			td.slots[i] = len(e.seqs) - 1
 		}
 		e.totp = append(e.totp, td)
@@ -239,7 +245,7 @@ func compile(p Policy) (*compiled, error) {
 				li = int32(len(e.openLists) - 1)
 				e.openers[pi][o.Num] = li
 			}
-			op := opener{door: int32(di), bit: uint8(bit)}
+			op := opener{door: int32(di), bit: uint8(bit), mix: doorMix(uint32(di))}
 			if slices.ContainsFunc(e.openLists[li], func(x opener) bool { return x.door == op.door }) {
 				return nil, fmt.Errorf("door %q opens %v twice", d.Name, o)
 			}
@@ -250,11 +256,7 @@ func compile(p Policy) (*compiled, error) {
 }
 
 // Policy returns the policy the engine enforces.
-func (e *Engine) Policy() Policy {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.c.policy
-}
+func (e *Engine) Policy() Policy { return e.gen.Load().c.policy }
 
 func (e *Engine) nanos(now time.Time) int64 { return int64(now.Sub(e.epoch)) }
 
@@ -282,36 +284,60 @@ func isKnock(p *Packet) bool {
 }
 
 // Decide returns the verdict for one packet and updates the source's knock
-// progress and grants. It does not allocate.
-func (e *Engine) Decide(p Packet, now time.Time) (d Decision) {
-	// d is a named result so that the deferred penalize sees, and can
-	// mark, the final decision.
-	d = Decision{Verdict: Drop, Reason: ReasonMalformed, Door: NoDoor, Reset: NoDoor}
+// progress and grants. It does not allocate, and it takes one lock: that
+// of the shard holding the source's state.
+func (e *Engine) Decide(p Packet, now time.Time) Decision {
+	d := Decision{Verdict: Drop, Reason: ReasonMalformed, Door: NoDoor, Reset: NoDoor}
 	pi := protoIndex(p.Proto)
 	if pi < 0 || p.DstPort == 0 || !p.Src.IsValid() {
 		return d
 	}
 	t := e.nanos(now)
 	src := p.Src.Unmap()
+	var far farGrant
+	g := e.decideLocked(&d, &p, src, pi, now, t, &far)
+	if far.dur > 0 {
+		e.grantFar(g, &far, t)
+	}
+	return d
+}
 
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	c := e.c
+// decideLocked runs Decide under the lock of the source's shard and
+// returns the generation it decided under.
+func (e *Engine) decideLocked(d *Decision, p *Packet, src netip.Addr, pi int, now time.Time, t int64, far *farGrant) *generation {
+	k := keyOf(src, 0)
+	g, s, h := e.lockSource(k)
+	defer s.mu.Unlock()
+	s.decide(g, d, p, src, source{k, h}, pi, now, t, far)
+	return g
+}
+
+// source is a packet's source as the shard's tables key it: the key, and
+// its hash, computed once per packet.
+type source struct {
+	k key
+	h uint64
+}
+
+// decide is Decide for a source whose shard s is locked. An SPA grant for
+// another address that lives in another shard is left in far, for Decide
+// to make once s is unlocked.
+func (s *shard) decide(g *generation, d *Decision, p *Packet, src netip.Addr, sk source, pi int, now time.Time, t int64, far *farGrant) {
+	c := g.c
 	cls := c.class[pi][p.DstPort]
 	if cls == classKnock || cls == classSPA {
-		if e.banned(src, t) {
+		if s.banned(c, sk, t) {
 			d.Verdict, d.Reason = Drop, ReasonPenalized
-			return d
+			return
 		}
 		if len(c.totp) > 0 && cls == classKnock {
-			e.rotateTOTP(now)
+			c.rotateTOTP(now)
 		}
-		defer e.penalize(&d, src, t)
 	}
 
 	tracked := false
-	if isKnock(&p) {
-		tracked = e.track(&d, src, Port{p.Proto, p.DstPort}, p.SrcPort, pi, cls, t)
+	if isKnock(p) {
+		tracked = s.track(c, d, src, sk, Port{p.Proto, p.DstPort}, p.SrcPort, pi, cls, t)
 	}
 	switch cls {
 	case classKnock:
@@ -322,7 +348,7 @@ func (e *Engine) Decide(p Packet, now time.Time) (d Decision) {
 			d.Reason = ReasonKnockWrong
 		}
 	case classProtected:
-		if door, ended := e.grantFor(src, pi, p.DstPort, t); door >= 0 {
+		if door, ended := s.grantFor(c, sk, pi, p.DstPort, t); door >= 0 {
 			d.Verdict, d.Reason, d.Door, d.GrantEnded = Accept, ReasonGranted, door, ended
 		} else {
 			d.Verdict, d.Reason = Drop, ReasonNoGrant
@@ -331,133 +357,134 @@ func (e *Engine) Decide(p Packet, now time.Time) (d Decision) {
 	case classSPA:
 		// SPA packets are dropped like knocks: the port never answers.
 		d.Verdict = Drop
-		e.decideSPA(&d, src, &p, pi, now, t)
+		s.decideSPA(g, d, src, sk, p, pi, now, t, far)
 	default:
 		d.Verdict, d.Reason = c.policy.Unprotected, ReasonUnprotected
 	}
-	return d
+	if cls == classKnock || cls == classSPA {
+		// Last, once the packet's reason is known.
+		s.penalize(c, d, sk, t)
+	}
 }
 
 // track moves the source through its knock sequence. It reports whether the
 // packet counted as a knock (set d.Reason and d.Door); a packet that broke a
 // sequence in progress sets d.Reset.
-func (e *Engine) track(d *Decision, src netip.Addr, port Port, srcPort uint16, pi int, cls uint8, t int64) bool {
-	c := e.c
-	k := keyOf(src, 0)
-	if i := e.progress.find(k); i >= 0 {
-		pr := &e.progress.slots[i].v
-		s := &c.seqs[pr.seq]
+func (s *shard) track(c *compiled, d *Decision, src netip.Addr, sk source, port Port, srcPort uint16, pi int, cls uint8, t int64) bool {
+	if i := s.progress.findH(sk.k, sk.h); i >= 0 {
+		pr := &s.progress.slots[i].v
+		sq := &c.seqs[pr.seq]
+		knocks, gen, counter := c.knocksOf(sq)
 		switch {
-		case t-pr.start > s.timeout || pr.gen != s.gen:
+		case t-pr.start > sq.timeout || pr.gen != gen:
 			// Too slow, or a TOTP step ago: the sequence is gone, and this
 			// packet may start anew.
-			d.Reset = s.door
-			e.progress.deleteAt(i)
-		case s.ports[pr.step] == port:
+			d.Reset = sq.door
+			s.progress.deleteAt(i)
+		case knocks[pr.step] == port:
 			pr.step++
 			pr.srcPort, pr.last = srcPort, t
-			if int(pr.step) == len(s.ports) {
-				e.progress.deleteAt(i)
-				e.complete(d, src, s, t)
+			if int(pr.step) == len(knocks) {
+				s.progress.deleteAt(i)
+				s.complete(c, d, sk.k, sq, counter, t)
 			} else {
-				d.Reason, d.Door = ReasonKnock, s.door
+				d.Reason, d.Door = ReasonKnock, sq.door
 			}
 			return true
-		case s.ports[pr.step-1] == port && pr.srcPort == srcPort:
+		case knocks[pr.step-1] == port && pr.srcPort == srcPort:
 			// The same socket knocking again on the step just matched is a
 			// retransmitted SYN (the first one got no answer, by design).
-			d.Reason, d.Door = ReasonKnockRetransmit, s.door
+			d.Reason, d.Door = ReasonKnockRetransmit, sq.door
 			return true
 		default:
 			// Anything else from this source breaks the sequence: this is
 			// what keeps a sequential port scan from walking through an
 			// ascending door, which knockd lets happen.
-			d.Reset = s.door
-			e.progress.deleteAt(i)
+			d.Reset = sq.door
+			s.progress.deleteAt(i)
 		}
 	}
 	if cls != classKnock {
 		return false
 	}
-	si := c.first[pi][port.Num]
-	if si == 0 {
+	si, knocks, gen, counter := c.firstSeq(pi, port.Num)
+	if si < 0 {
 		return false
 	}
-	s := &c.seqs[si-1]
-	if !c.allowed(s.door, src) {
-		d.Reason, d.Door = ReasonNotAllowed, s.door
+	sq := &c.seqs[si]
+	if !c.allowed(sq.door, src) {
+		d.Reason, d.Door = ReasonNotAllowed, sq.door
 		return true
 	}
-	if len(s.ports) == 1 {
-		e.complete(d, src, s, t)
+	if len(knocks) == 1 {
+		s.complete(c, d, sk.k, sq, counter, t)
 		return true
 	}
-	if e.progress.full() {
-		e.evictProgress(t)
+	if s.progress.full() {
+		s.evictProgress(c, t)
 	}
-	pr := e.progress.insert(k)
-	*pr = progress{seq: si - 1, step: 1, srcPort: srcPort, gen: s.gen, start: t, last: t}
-	d.Reason, d.Door = ReasonKnock, s.door
+	pr := s.progress.insertH(sk.k, sk.h)
+	*pr = progress{seq: si, step: 1, srcPort: srcPort, gen: gen, start: t, last: t}
+	d.Reason, d.Door = ReasonKnock, sq.door
 	return true
 }
 
-// complete acts on the last knock of a sequence.
-func (e *Engine) complete(d *Decision, src netip.Addr, s *sequence, t int64) {
-	d.Door = s.door
-	gk := keyOf(src, s.door)
-	if s.close {
-		e.grants.delete(gk)
+// complete acts on the last knock of a sequence; counter is the TOTP step
+// it was knocked for.
+func (s *shard) complete(c *compiled, d *Decision, k key, sq *sequence, counter uint64, t int64) {
+	d.Door = sq.door
+	gk := k
+	gk.door = uint32(sq.door)
+	if sq.close {
+		s.grants.delete(gk)
 		d.Reason = ReasonClosed
 		return
 	}
-	if s.totp {
-		// A TOTP sequence is single-use across sources within its step:
-		// whoever completes it first has it, so one sniffed on the wire is
-		// worthless to anyone else.
-		if sk := keyOf(src, 0); s.used && s.usedBy != sk {
-			d.Reason = ReasonKnockReplay
-			return
-		} else {
-			s.used, s.usedBy = true, sk
-		}
+	// A TOTP sequence is single-use across sources within its step:
+	// whoever completes it first has it, so one sniffed on the wire is
+	// worthless to anyone else.
+	if sq.totp >= 0 && !c.totp[sq.totp].live.use(sq.slot, counter, k) {
+		d.Reason = ReasonKnockReplay
+		return
 	}
 	d.Reason = ReasonOpened
-	e.grant(gk, t, int64(e.c.policy.Doors[s.door].OpenFor), ^uint64(0))
+	s.grant(c, gk, t, int64(c.policy.Doors[sq.door].OpenFor), ^uint64(0))
 }
 
 // grant opens (or renews) a grant for ports, for dur from t. Renewing a
-// live grant keeps the ports it already covered.
-func (e *Engine) grant(k key, t, dur int64, ports uint64) {
-	g := e.grants.get(k)
+// live grant keeps the ports it already covered. k's source must belong
+// to s.
+func (s *shard) grant(c *compiled, k key, t, dur int64, ports uint64) {
+	g := s.grants.get(k)
 	if g == nil {
-		if e.grants.full() {
-			e.evictGrant()
+		if s.grants.full() {
+			s.evictGrant()
 		}
-		g = e.grants.insert(k)
+		g = s.grants.insert(k)
 	} else if g.until > t {
 		ports |= g.ports
 	}
-	*g = grant{opened: t, until: t + dur, ports: ports, left: uint32(e.c.policy.Doors[k.door].MaxConnections)}
+	*g = grant{opened: t, until: t + dur, ports: ports, left: uint32(c.policy.Doors[k.door].MaxConnections)}
 }
 
-// grantFor finds a live grant of src that covers the port, and reports the
-// door, or NoDoor. A max_connections grant is charged a connection, and
-// ended reports that this was its last.
-func (e *Engine) grantFor(src netip.Addr, pi int, port uint16, t int64) (door int, ended bool) {
-	c := e.c
+// grantFor finds a live grant of the source k that covers the port, and
+// reports the door, or NoDoor. A max_connections grant is charged a
+// connection, and ended reports that this was its last.
+func (s *shard) grantFor(c *compiled, sk source, pi int, port uint16, t int64) (door int, ended bool) {
+	k := sk.k
 	for _, op := range c.openLists[c.openers[pi][port]] {
-		k := keyOf(src, int(op.door))
-		i := e.grants.find(k)
+		k.door = uint32(op.door)
+		i := s.grants.findH(k, sk.h^op.mix)
 		if i < 0 {
 			continue
 		}
-		g := &e.grants.slots[i].v
+		g := &s.grants.slots[i].v
 		if g.until <= t || g.ports&(1<<op.bit) == 0 {
 			continue
 		}
 		if g.left > 0 {
 			if g.left--; g.left == 0 {
-				e.grants.deleteAt(i)
+				s.grants.deleteAt(i)
 				return int(op.door), true
 			}
 		}
@@ -466,14 +493,14 @@ func (e *Engine) grantFor(src netip.Addr, pi int, port uint16, t int64) (door in
 	return NoDoor, false
 }
 
-func (e *Engine) rand() uint64 {
+func (s *shard) rand() uint64 {
 	// xorshift64: the eviction sample needs to be unpredictable enough that
 	// a flood cannot steer it, not cryptographic.
-	x := e.rng
+	x := s.rng
 	x ^= x << 13
 	x ^= x >> 7
 	x ^= x << 17
-	e.rng = x
+	s.rng = x
 	return x
 }
 
@@ -482,9 +509,9 @@ func (e *Engine) rand() uint64 {
 // one with the fewest knocks matched, else the oldest. A flood of spoofed
 // first knocks thus pushes out its own kind before a knocker who is further
 // along.
-func (e *Engine) evictProgress(t int64) {
-	seqs := e.c.seqs
-	e.progress.evict(e.rand(), func(p *progress) uint64 {
+func (s *shard) evictProgress(c *compiled, t int64) {
+	seqs := c.seqs
+	s.progress.evict(s.rand(), func(p *progress) uint64 {
 		if t-p.start > seqs[p.seq].timeout {
 			return 0
 		}
@@ -492,14 +519,14 @@ func (e *Engine) evictProgress(t int64) {
 		// (ns >> 16), whose 48 bits outlast any uptime.
 		return uint64(p.step)<<48 | since(p.last)>>16&(1<<48-1)
 	})
-	e.evictions++
+	s.evictions++
 }
 
 // evictGrant makes room in a full grant table by ending, from a random
 // sample, the grant closest to its expiry (or past it).
-func (e *Engine) evictGrant() {
-	e.grants.evict(e.rand(), func(g *grant) uint64 { return since(g.until) })
-	e.evictions++
+func (s *shard) evictGrant() {
+	s.grants.evict(s.rand(), func(g *grant) uint64 { return since(g.until) })
+	s.evictions++
 }
 
 // Grant describes a live or just-ended grant.
@@ -516,29 +543,44 @@ type Grant struct {
 // Sweep drops timed-out knock progress and expired grants, calling expired
 // (which may be nil) for each grant that ended. The daemon calls it from a
 // ticker; correctness never depends on it, since Decide compares against
-// the expiry itself, but memory does.
+// the expiry itself, but memory does. It locks one shard at a time, so
+// packets of other shards go on meanwhile.
 func (e *Engine) Sweep(now time.Time, expired func(Grant)) {
 	t := e.nanos(now)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.sweepSPA(t)
-	e.sweepPenalty(t)
-	e.progress.sweep(func(_ key, pr *progress) bool {
-		return t-pr.start > e.c.seqs[pr.seq].timeout
-	})
-	e.grants.sweep(func(k key, g *grant) bool {
-		if g.until > t {
-			return false
-		}
-		if expired != nil {
-			expired(e.grantOf(k, g))
-		}
-		return true
-	})
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	g := e.gen.Load()
+	c := g.c
+	within := int64(c.policy.Penalty.Within)
+	for i := range g.shards {
+		s := &g.shards[i]
+		s.mu.Lock()
+		s.rate.sweep(func(_ key, tat *int64) bool { return *tat <= t })
+		s.penalty.sweep(func(_ key, p *penalty) bool { return p.until <= t && t-p.window > within })
+		s.progress.sweep(func(_ key, pr *progress) bool {
+			return t-pr.start > c.seqs[pr.seq].timeout
+		})
+		s.grants.sweep(func(k key, gr *grant) bool {
+			if gr.until > t {
+				return false
+			}
+			if expired != nil {
+				expired(e.grantOf(c, k, gr))
+			}
+			return true
+		})
+		s.mu.Unlock()
+	}
+	for i := range g.replay {
+		r := &g.replay[i]
+		r.mu.Lock()
+		r.t.sweep(func(_ key, until *int64) bool { return *until <= t })
+		r.mu.Unlock()
+	}
 }
 
-func (e *Engine) grantOf(k key, g *grant) Grant {
-	door := &e.c.policy.Doors[k.door]
+func (e *Engine) grantOf(c *compiled, k key, g *grant) Grant {
+	door := &c.policy.Doors[k.door]
 	out := Grant{
 		Door:   door.Name,
 		Source: k.addr(),
@@ -580,18 +622,54 @@ func portMask(door *Door, ports []Port) uint64 {
 	return m
 }
 
+// remapPorts carries a grant's port mask from one version of a door to
+// another, whose open list may have changed order or content: the grant
+// keeps the ports it covered that the door still opens. A grant of every
+// port stays one, as grantOf and portMask treat it. It does not allocate.
+func remapPorts(from, to *Door, m uint64) uint64 {
+	if m == ^uint64(0) || m == allPorts(len(from.Open)) {
+		return ^uint64(0)
+	}
+	var out uint64
+	for i, p := range from.Open {
+		if m&(1<<i) == 0 {
+			continue
+		}
+		for j, o := range to.Open {
+			if o == p {
+				out |= 1 << j
+			}
+		}
+	}
+	return out
+}
+
+// eachShard calls f for every shard of the current generation, each under
+// its lock in turn. The caller holds e.ctl, so the generation stays put.
+func (e *Engine) eachShard(f func(c *compiled, s *shard)) {
+	g := e.gen.Load()
+	for i := range g.shards {
+		s := &g.shards[i]
+		s.mu.Lock()
+		f(g.c, s)
+		s.mu.Unlock()
+	}
+}
+
 // Grants returns the live grants, for status reports.
 func (e *Engine) Grants(now time.Time) []Grant {
 	t := e.nanos(now)
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
 	var out []Grant
-	for i := range e.grants.slots {
-		s := &e.grants.slots[i]
-		if s.used && s.v.until > t {
-			out = append(out, e.grantOf(s.k, &s.v))
+	e.eachShard(func(c *compiled, s *shard) {
+		for i := range s.grants.slots {
+			sl := &s.grants.slots[i]
+			if sl.used && sl.v.until > t {
+				out = append(out, e.grantOf(c, sl.k, &sl.v))
+			}
 		}
-	}
+	})
 	return out
 }
 
@@ -602,32 +680,47 @@ type Stats struct {
 	Evictions           uint64
 }
 
-// Stats returns the engine's occupancy figures.
+// Stats returns the engine's occupancy figures, summed over the shards.
+// The caps are the policy's: the shards' shares add up to them exactly.
 func (e *Engine) Stats() Stats {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return Stats{
-		Sources: e.progress.n, MaxSources: e.progress.max,
-		Grants: e.grants.n, MaxGrants: e.grants.max,
-		Evictions: e.evictions,
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	st := Stats{Evictions: e.evictedBefore}
+	e.eachShard(func(_ *compiled, s *shard) {
+		st.Sources += s.progress.n
+		st.MaxSources += s.progress.max
+		st.Grants += s.grants.n
+		st.MaxGrants += s.grants.max
+		st.Evictions += s.evictions
+	})
+	g := e.gen.Load()
+	for i := range g.replay {
+		r := &g.replay[i]
+		r.mu.Lock()
+		st.Evictions += r.evictions
+		r.mu.Unlock()
 	}
+	return st
 }
 
 // ActiveGrants counts the live grants per door name, every door of the
 // policy included, for metrics and status.
 func (e *Engine) ActiveGrants(now time.Time) map[string]int {
 	t := e.nanos(now)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := make(map[string]int, len(e.c.policy.Doors))
-	for _, d := range e.c.policy.Doors {
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	doors := e.gen.Load().c.policy.Doors
+	out := make(map[string]int, len(doors))
+	for _, d := range doors {
 		out[d.Name] = 0
 	}
-	for i := range e.grants.slots {
-		s := &e.grants.slots[i]
-		if s.used && s.v.until > t {
-			out[e.c.policy.Doors[s.k.door].Name]++
+	e.eachShard(func(_ *compiled, s *shard) {
+		for i := range s.grants.slots {
+			sl := &s.grants.slots[i]
+			if sl.used && sl.v.until > t {
+				out[doors[sl.k.door].Name]++
+			}
 		}
-	}
+	})
 	return out
 }

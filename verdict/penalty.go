@@ -1,10 +1,5 @@
 package verdict
 
-import (
-	"math/rand/v2"
-	"net/netip"
-)
-
 // penalty is a source's record of failures, and its ban.
 type penalty struct {
 	count  uint32
@@ -12,19 +7,12 @@ type penalty struct {
 	until  int64 // end of the ban, if any
 }
 
-func newPenaltyTable(p Penalty) table[penalty] {
-	n := p.MaxSources
-	if p.Failures <= 0 || n <= 0 {
-		n = 1
-	}
-	return newTable[penalty](n, rand.Uint64())
-}
-
-func (e *Engine) banned(src netip.Addr, t int64) bool {
-	if e.c.policy.Penalty.Failures <= 0 {
+// banned reports whether the source is in the penalty box.
+func (s *shard) banned(c *compiled, sk source, t int64) bool {
+	if c.policy.Penalty.Failures <= 0 {
 		return false
 	}
-	p := e.penalty.get(keyOf(src, 0))
+	p := s.penalty.getH(sk.k, sk.h)
 	return p != nil && p.until > t
 }
 
@@ -40,20 +28,19 @@ func failure(r Reason) bool {
 	return false
 }
 
-// penalize counts a failure of src and bans it when it reaches the limit.
-// It runs deferred from Decide, once the packet's reason is known.
-func (e *Engine) penalize(d *Decision, src netip.Addr, t int64) {
-	pol := &e.c.policy.Penalty
+// penalize counts a failure of the source and bans it when it reaches
+// the limit. Decide calls it last, once the packet's reason is known.
+func (s *shard) penalize(c *compiled, d *Decision, sk source, t int64) {
+	pol := &c.policy.Penalty
 	if pol.Failures <= 0 || !failure(d.Reason) {
 		return
 	}
-	k := keyOf(src, 0)
-	p := e.penalty.get(k)
+	p := s.penalty.getH(sk.k, sk.h)
 	if p == nil {
-		if e.penalty.full() {
-			e.evictPenalty(t)
+		if s.penalty.full() {
+			s.evictPenalty(t)
 		}
-		p = e.penalty.insert(k)
+		p = s.penalty.insertH(sk.k, sk.h)
 		*p = penalty{window: t}
 	}
 	if t-p.window > int64(pol.Within) {
@@ -70,17 +57,12 @@ func (e *Engine) penalize(d *Decision, src netip.Addr, t int64) {
 // not banned (the one that failed longest ago), else the ban nearest its
 // end. A flood of failures from spoofed sources thus wears out records of
 // its own kind before it can free a banned brute forcer.
-func (e *Engine) evictPenalty(t int64) {
-	e.penalty.evict(e.rand(), func(p *penalty) uint64 {
+func (s *shard) evictPenalty(t int64) {
+	s.penalty.evict(s.rand(), func(p *penalty) uint64 {
 		if p.until > t {
 			return 1<<63 | since(p.until)>>1
 		}
 		return since(p.window) >> 1
 	})
-	e.evictions++
-}
-
-func (e *Engine) sweepPenalty(t int64) {
-	within := int64(e.c.policy.Penalty.Within)
-	e.penalty.sweep(func(_ key, p *penalty) bool { return p.until <= t && t-p.window > within })
+	s.evictions++
 }

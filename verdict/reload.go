@@ -2,7 +2,6 @@ package verdict
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"time"
@@ -13,86 +12,126 @@ import (
 // progress too unless that sequence changed (they were knocked against the
 // old one). Grants of removed doors end and are returned, so the caller can
 // log them. An invalid policy changes nothing.
+//
+// The new policy and its state form a new generation, which replaces the
+// old one at once: every shard of the old one is locked while its entries
+// move (each to its shard in the new one, by the new policy's door and
+// sequence indices), and marked retired before it is unlocked, so no
+// packet is decided against a policy its state was not remapped to, and
+// none changes a shard after its entries moved. Packets wait for the move
+// as they would for one lock; a reload is rare.
 func (e *Engine) Reload(p Policy, now time.Time) (ended []Grant, err error) {
 	c, err := compile(p)
 	if err != nil {
 		return nil, err
 	}
-	// The new tables are allocated outside the lock; only the moves of
-	// surviving entries happen under it.
-	progress := newTable[progress](c.policy.MaxSources, rand.Uint64())
-	grants := newTable[grant](c.policy.MaxGrants, rand.Uint64())
+	// The new tables are allocated before any shard is locked; only the
+	// moves of surviving entries happen under the locks.
+	ng := newGeneration(c)
 
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	old := e.c
-	doorMap := make([]int, len(old.policy.Doors))
-	for i, d := range old.policy.Doors {
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	old := e.gen.Load()
+	oc := old.c
+	doorMap := make([]int, len(oc.policy.Doors))
+	for i, d := range oc.policy.Doors {
 		doorMap[i] = NoDoor
 		if ni, ok := c.doorIndex[d.Name]; ok {
 			doorMap[i] = ni
 		}
 	}
-	seqMap := make([]int32, len(old.seqs))
-	for i, s := range old.seqs {
+	seqMap := make([]int32, len(oc.seqs))
+	for i, s := range oc.seqs {
 		seqMap[i] = -1
+		if s.totp >= 0 {
+			// A TOTP slot's knocks are derived anew under the new policy
+			// (its secret or step may have changed): progress on the old
+			// derivation cannot carry over.
+			continue
+		}
 		for j, ns := range c.seqs {
-			if ns.door == doorMap[s.door] && ns.close == s.close && slices.Equal(ns.ports, s.ports) {
+			if ns.totp < 0 && ns.door == doorMap[s.door] && ns.close == s.close && slices.Equal(ns.ports, s.ports) {
 				seqMap[i] = int32(j)
 			}
 		}
 	}
 	t := e.nanos(now)
-	for i := range e.progress.slots {
-		s := &e.progress.slots[i]
-		if !s.used || seqMap[s.v.seq] < 0 || progress.full() {
-			continue
-		}
-		pr := progress.insert(s.k)
-		*pr = s.v
-		pr.seq = seqMap[s.v.seq]
+
+	for i := range old.shards {
+		old.shards[i].mu.Lock()
 	}
-	for i := range e.grants.slots {
-		s := &e.grants.slots[i]
-		if !s.used || s.v.until <= t {
-			continue
-		}
-		nd := doorMap[s.k.door]
-		if nd == NoDoor || grants.full() {
-			ended = append(ended, e.grantOf(s.k, &s.v))
-			continue
-		}
-		g := s.v
-		if g.ports != ^uint64(0) {
-			// The door's open list may have changed order or content: the
-			// grant keeps the ports it covered that the door still opens.
-			g.ports = portMask(&c.policy.Doors[nd], e.grantOf(s.k, &s.v).Ports)
-			if g.ports == 0 {
-				ended = append(ended, e.grantOf(s.k, &s.v))
+	for i := range old.replay {
+		old.replay[i].mu.Lock()
+	}
+	for i := range old.shards {
+		os := &old.shards[i]
+		e.evictedBefore += os.evictions
+		for j := range os.progress.slots {
+			s := &os.progress.slots[j]
+			if !s.used || seqMap[s.v.seq] < 0 {
 				continue
 			}
+			to := &ng.shardOf(s.k).progress
+			if to.full() {
+				continue
+			}
+			pr := to.insert(s.k)
+			*pr = s.v
+			pr.seq = seqMap[s.v.seq]
 		}
-		k := s.k
-		k.door = uint32(nd)
-		*grants.insert(k) = g
+		for j := range os.grants.slots {
+			s := &os.grants.slots[j]
+			if !s.used || s.v.until <= t {
+				continue
+			}
+			nd := doorMap[s.k.door]
+			to := &ng.shardOf(s.k.source()).grants
+			if nd == NoDoor || to.full() {
+				ended = append(ended, e.grantOf(oc, s.k, &s.v))
+				continue
+			}
+			g := s.v
+			// The door's open list may have changed order or content: the
+			// grant keeps the ports it covered that the door still opens.
+			if g.ports = remapPorts(&oc.policy.Doors[s.k.door], &c.policy.Doors[nd], g.ports); g.ports == 0 {
+				ended = append(ended, e.grantOf(oc, s.k, &s.v))
+				continue
+			}
+			k := s.k
+			k.door = uint32(nd)
+			*to.insert(k) = g
+		}
+		// The rate limits and penalty box carry over: a reload must not
+		// free a banned source.
+		moveAll(&os.rate, func(k key) *table[int64] { return &ng.shardOf(k).rate })
+		moveAll(&os.penalty, func(k key) *table[penalty] { return &ng.shardOf(k).penalty })
 	}
-	// The replay cache, rate limits and penalty box carry over: a reload
-	// must not let a used SPA packet through or free a banned source.
-	spaNew := newSPAState(c)
-	moveAll(&spaNew.replay, &e.spa.replay)
-	moveAll(&spaNew.rate, &e.spa.rate)
-	pen := newPenaltyTable(c.policy.Penalty)
-	moveAll(&pen, &e.penalty)
-	e.c, e.progress, e.grants, e.spa, e.penalty = c, progress, grants, spaNew, pen
+	for i := range old.replay {
+		// Nor let a used SPA packet through.
+		e.evictedBefore += old.replay[i].evictions
+		moveAll(&old.replay[i].t, func(k key) *table[int64] { return &ng.replayOf(k).t })
+	}
+	e.gen.Store(ng)
+	for i := range old.replay {
+		old.replay[i].mu.Unlock()
+	}
+	for i := range old.shards {
+		old.shards[i].retired = true
+		old.shards[i].mu.Unlock()
+	}
 	return ended, nil
 }
 
-// moveAll copies the entries of from into to, as many as fit.
-func moveAll[V any](to, from *table[V]) {
+// moveAll copies the entries of from into the tables to picks for their
+// keys, as many as fit.
+func moveAll[V any](from *table[V], to func(key) *table[V]) {
 	for i := range from.slots {
 		s := &from.slots[i]
-		if s.used && !to.full() && to.get(s.k) == nil {
-			*to.insert(s.k) = s.v
+		if !s.used {
+			continue
+		}
+		if t := to(s.k); !t.full() && t.get(s.k) == nil {
+			*t.insert(s.k) = s.v
 		}
 	}
 }
@@ -100,16 +139,20 @@ func moveAll[V any](to, from *table[V]) {
 // Revoke ends source's grant for door at once, as an operator's command.
 // It reports whether there was a live grant.
 func (e *Engine) Revoke(door string, source netip.Addr, now time.Time) (bool, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	di, ok := e.c.doorIndex[door]
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	g := e.gen.Load()
+	di, ok := g.c.doorIndex[door]
 	if !ok {
 		return false, fmt.Errorf("no door %q in the policy", door)
 	}
 	k := keyOf(source.Unmap(), di)
-	g := e.grants.get(k)
-	live := g != nil && g.until > e.nanos(now)
-	e.grants.delete(k)
+	s := g.shardOf(k.source())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	gr := s.grants.get(k)
+	live := gr != nil && gr.until > e.nanos(now)
+	s.grants.delete(k)
 	return live, nil
 }
 
@@ -118,11 +161,13 @@ func (e *Engine) Revoke(door string, source netip.Addr, now time.Time) (bool, er
 // no longer has, are skipped. Times are compared by the wall clock, since
 // that is all a saved time carries.
 func (e *Engine) Restore(gs []Grant, now time.Time) (restored, skipped int) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	gen := e.gen.Load()
+	c := gen.c
 	t := e.nanos(now)
 	for _, g := range gs {
-		di, ok := e.c.doorIndex[g.Door]
+		di, ok := c.doorIndex[g.Door]
 		left := g.Until.Sub(now)
 		if !ok || left <= 0 || !g.Source.IsValid() {
 			skipped++
@@ -130,25 +175,37 @@ func (e *Engine) Restore(gs []Grant, now time.Time) (restored, skipped int) {
 		}
 		// A saved grant never outlasts what the door grants now: a policy
 		// that shortened open_for since should not be bypassed by a restart.
-		if max := int64(e.c.policy.Doors[di].OpenFor); int64(left) > max {
+		if max := int64(c.policy.Doors[di].OpenFor); int64(left) > max {
 			left = time.Duration(max)
 		}
-		k := keyOf(g.Source.Unmap(), di)
-		gr := e.grants.get(k)
-		if gr == nil {
-			if e.grants.full() {
-				skipped++
-				continue
-			}
-			gr = e.grants.insert(k)
-		}
-		ports := portMask(&e.c.policy.Doors[di], g.Ports)
+		ports := portMask(&c.policy.Doors[di], g.Ports)
 		if ports == 0 {
 			skipped++
 			continue
 		}
-		*gr = grant{opened: t - int64(now.Sub(g.Opened)), until: t + int64(left), ports: ports}
-		restored++
+		k := keyOf(g.Source.Unmap(), di)
+		s := gen.shardOf(k.source())
+		s.mu.Lock()
+		if s.restore(k, grant{opened: t - int64(now.Sub(g.Opened)), until: t + int64(left), ports: ports}) {
+			restored++
+		} else {
+			skipped++
+		}
+		s.mu.Unlock()
 	}
 	return restored, skipped
+}
+
+// restore puts a saved grant in place, unless the shard's grants are full.
+// s.mu is held.
+func (s *shard) restore(k key, g grant) bool {
+	gr := s.grants.get(k)
+	if gr == nil {
+		if s.grants.full() {
+			return false
+		}
+		gr = s.grants.insert(k)
+	}
+	*gr = g
+	return true
 }

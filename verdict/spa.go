@@ -3,7 +3,6 @@ package verdict
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"time"
 
@@ -17,30 +16,6 @@ const (
 	spaInterval = 250 * time.Millisecond
 	spaBurst    = 4
 )
-
-// spaState is the engine's SPA memory: packets already used (the replay
-// cache) and the rate limit per source.
-type spaState struct {
-	// replay holds packets that authenticated, keyed by the first 20
-	// bytes of their SHA-256, until they could no longer pass max_age.
-	replay table[int64]
-	// rate holds each recent sender's theoretical arrival time.
-	rate table[int64]
-}
-
-func newSPAState(c *compiled) spaState {
-	n := 1 // a policy without SPA keeps the tables tiny
-	for _, d := range c.policy.Doors {
-		if d.SPA != nil {
-			n = c.policy.MaxReplay
-			break
-		}
-	}
-	return spaState{
-		replay: newTable[int64](n, rand.Uint64()),
-		rate:   newTable[int64](min(n, c.policy.MaxSources), rand.Uint64()),
-	}
-}
 
 func (c *compiled) compileSPA(di int, d Door) error {
 	if d.SPA == nil {
@@ -83,19 +58,18 @@ func replayKey(sum [32]byte) key {
 }
 
 // spaAllow applies the per-source rate limit.
-func (e *Engine) spaAllow(src netip.Addr, t int64) bool {
+func (s *shard) spaAllow(sk source, t int64) bool {
 	const interval, tolerance = int64(spaInterval), int64(spaInterval) * (spaBurst - 1)
-	tb := &e.spa.rate
-	k := keyOf(src, 0)
-	tat := tb.get(k)
+	tb := &s.rate
+	tat := tb.getH(sk.k, sk.h)
 	if tat == nil {
 		if tb.full() {
 			// Forget the sender whose allowance is fullest; a flood of
 			// spoofed sources only ever evicts other senders' rate
 			// entries, never a grant.
-			tb.evict(e.rand(), func(tat *int64) uint64 { return since(*tat) })
+			tb.evict(s.rand(), func(tat *int64) uint64 { return since(*tat) })
 		}
-		tat = tb.insert(k)
+		tat = tb.insertH(sk.k, sk.h)
 		*tat = t
 	}
 	if *tat-t > tolerance {
@@ -108,11 +82,14 @@ func (e *Engine) spaAllow(src netip.Addr, t int64) bool {
 // decideSPA checks one packet to an SPA port, in the order that costs an
 // attacker the most and us the least: rate limit, shape, replay, HMAC, and
 // only then decryption and the policy.
-func (e *Engine) decideSPA(d *Decision, src netip.Addr, p *Packet, pi int, now time.Time, t int64) {
-	c := e.c
+//
+// It runs under the source's shard lock; the replay cache, shared by all
+// sources, is locked by digest only around its lookups.
+func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source, p *Packet, pi int, now time.Time, t int64, far *farGrant) {
+	c := g.c
 	doors := c.spaLists[c.spaAt[pi][p.DstPort]]
 	d.Door = doors[0]
-	if !e.spaAllow(src, t) {
+	if !s.spaAllow(sk, t) {
 		d.Reason = ReasonSPARateLimited
 		return
 	}
@@ -122,14 +99,15 @@ func (e *Engine) decideSPA(d *Decision, src netip.Addr, p *Packet, pi int, now t
 		return
 	}
 	rk := replayKey(spa.ReplayKey(payload))
-	if until := e.spa.replay.get(rk); until != nil && *until > t {
+	rs := g.replayOf(rk)
+	if rs.used(rk, t) {
 		d.Reason = ReasonSPAReplay
 		return
 	}
 	door := NoDoor
 	for _, di := range doors {
-		s := c.policy.Doors[di].SPA
-		if c.allowed(di, src) && spa.VerifyHMAC(payload, s.Keys.HMAC, s.Keys.HMACDigest) {
+		ds := c.policy.Doors[di].SPA
+		if c.allowed(di, src) && spa.VerifyHMAC(payload, ds.Keys.HMAC, ds.Keys.HMACDigest) {
 			door = di
 			break
 		}
@@ -140,18 +118,22 @@ func (e *Engine) decideSPA(d *Decision, src netip.Addr, p *Packet, pi int, now t
 	}
 	d.Door = door
 	dr := &c.policy.Doors[door]
-	s := dr.SPA
-	msg, err := spa.Decode(payload, s.Keys)
+	ds := dr.SPA
+	msg, err := spa.Decode(payload, ds.Keys)
 	if err != nil {
 		d.Reason = ReasonSPAInvalid
 		return
 	}
 	// The packet authenticated: it is used up now, refused or not, for as
-	// long as its timestamp could still pass max_age.
-	if left := msg.Timestamp.Add(s.MaxAge).Sub(now); left > 0 {
-		e.remember(rk, t+int64(left))
+	// long as its timestamp could still pass max_age. The check above and
+	// this claim are two steps, and another queue may have decoded the
+	// same packet, sent from another source, in between: the claim is
+	// what decides which of them used it.
+	if left := msg.Timestamp.Add(ds.MaxAge).Sub(now); left > 0 && !rs.claim(rk, t, t+int64(left)) {
+		d.Reason = ReasonSPAReplay
+		return
 	}
-	if err := msg.CheckAge(now, s.MaxAge); err != nil {
+	if err := msg.CheckAge(now, ds.MaxAge); err != nil {
 		d.Reason = ReasonSPAStale
 		return
 	}
@@ -163,12 +145,12 @@ func (e *Engine) decideSPA(d *Decision, src netip.Addr, p *Packet, pi int, now t
 	switch {
 	case to.IsUnspecified():
 		// fwknop's -s: "whatever my source address is".
-		if !s.AnySource {
+		if !ds.AnySource {
 			d.Reason = ReasonSPASource
 			return
 		}
 		to = src
-	case to != src && !s.AnySource:
+	case to != src && !ds.AnySource:
 		d.Reason = ReasonSPASource
 		return
 	}
@@ -197,18 +179,45 @@ func (e *Engine) decideSPA(d *Decision, src netip.Addr, p *Packet, pi int, now t
 	}
 	dur := int64(dr.OpenFor)
 	if msg.Type.HasTimeout() && msg.ClientTimeout > 0 {
-		maxDur := s.MaxOpenFor
+		maxDur := ds.MaxOpenFor
 		if maxDur <= 0 {
 			maxDur = dr.OpenFor
 		}
 		dur = int64(min(time.Duration(msg.ClientTimeout)*time.Second, maxDur))
 	}
-	e.grant(keyOf(to, door), t, dur, ports)
 	d.Reason = ReasonOpened
+	gk := keyOf(to, door)
+	if to == src || g.shardOf(gk.source()) == s {
+		s.grant(c, gk, t, dur, ports)
+		return
+	}
+	*far = farGrant{k: gk, dur: dur, ports: ports}
 }
 
-func (e *Engine) remember(k key, until int64) {
-	tb := &e.spa.replay
+// used reports whether the packet k was used and could still pass its age
+// check at t.
+func (r *replayShard) used(k key, t int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	until := r.t.get(k)
+	return until != nil && *until > t
+}
+
+// claim marks the packet k used until then, unless it already is at t:
+// then it reports false, and the packet is a replay.
+func (r *replayShard) claim(k key, t, until int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if v := r.t.get(k); v != nil && *v > t {
+		return false
+	}
+	r.remember(k, until)
+	return true
+}
+
+// remember marks the packet k used until then. r.mu is held.
+func (r *replayShard) remember(k key, until int64) {
+	tb := &r.t
 	if v := tb.get(k); v != nil {
 		*v = max(*v, until)
 		return
@@ -216,17 +225,12 @@ func (e *Engine) remember(k key, until int64) {
 	if tb.full() {
 		// Forget the packet closest to unusable anyway. Only packets that
 		// authenticated get here, so only key holders can fill the cache.
-		tb.evict(e.rand(), func(until *int64) uint64 { return since(*until) })
-		e.evictions++
+		// The start of the sample needs no secret: an attacker cannot
+		// choose digests.
+		tb.evict(uint64(until)^k.hi, func(until *int64) uint64 { return since(*until) })
+		r.evictions++
 	}
 	*tb.insert(k) = until
-}
-
-// sweepSPA drops replay entries that can no longer pass any age check and
-// rate entries whose allowance is full again.
-func (e *Engine) sweepSPA(t int64) {
-	e.spa.replay.sweep(func(_ key, until *int64) bool { return *until <= t })
-	e.spa.rate.sweep(func(_ key, tat *int64) bool { return *tat <= t })
 }
 
 // ReplayEntry is a remembered SPA packet, for the state file.
@@ -239,11 +243,23 @@ type ReplayEntry struct {
 // ReplayEntries returns the remembered SPA packets that are still live.
 func (e *Engine) ReplayEntries(now time.Time) []ReplayEntry {
 	t := e.nanos(now)
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
 	var out []ReplayEntry
-	for i := range e.spa.replay.slots {
-		s := &e.spa.replay.slots[i]
+	g := e.gen.Load()
+	for ri := range g.replay {
+		r := &g.replay[ri]
+		r.mu.Lock()
+		out = r.appendLive(out, e.epoch, t)
+		r.mu.Unlock()
+	}
+	return out
+}
+
+// appendLive appends the entries live at t to out. r.mu is held.
+func (r *replayShard) appendLive(out []ReplayEntry, epoch time.Time, t int64) []ReplayEntry {
+	for i := range r.t.slots {
+		s := &r.t.slots[i]
 		if !s.used || s.v <= t {
 			continue
 		}
@@ -255,7 +271,7 @@ func (e *Engine) ReplayEntries(now time.Time) []ReplayEntry {
 		for j := 0; j < 4; j++ {
 			r.Key[16+j] = byte(s.k.door >> (24 - 8*j))
 		}
-		r.Until = e.epoch.Add(time.Duration(s.v))
+		r.Until = epoch.Add(time.Duration(s.v))
 		out = append(out, r)
 	}
 	return out
@@ -265,12 +281,16 @@ func (e *Engine) ReplayEntries(now time.Time) []ReplayEntry {
 var errReplayFull = errors.New("replay cache full")
 
 // RestoreReplay re-creates remembered SPA packets saved by an earlier run,
-// so a packet captured before a restart cannot be replayed after it.
+// so a packet captured before a restart cannot be replayed after it. It
+// restores what fits and reports how many; an error says some did not
+// (the cache is sharded by digest, so one share can fill while another
+// has room).
 func (e *Engine) RestoreReplay(rs []ReplayEntry, now time.Time) (int, error) {
 	t := e.nanos(now)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	n := 0
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	g := e.gen.Load()
+	n, lost := 0, 0
 	for _, r := range rs {
 		left := r.Until.Sub(now)
 		if left <= 0 {
@@ -279,11 +299,18 @@ func (e *Engine) RestoreReplay(rs []ReplayEntry, now time.Time) (int, error) {
 		var sum [32]byte
 		copy(sum[:], r.Key[:])
 		k := replayKey(sum)
-		if e.spa.replay.get(k) == nil && e.spa.replay.full() {
-			return n, errReplayFull
+		sh := g.replayOf(k)
+		sh.mu.Lock()
+		if sh.t.get(k) == nil && sh.t.full() {
+			lost++
+		} else {
+			sh.remember(k, t+int64(left))
+			n++
 		}
-		e.remember(k, t+int64(left))
-		n++
+		sh.mu.Unlock()
+	}
+	if lost > 0 {
+		return n, fmt.Errorf("%d of %d entries left out: %w", lost, lost+n, errReplayFull)
 	}
 	return n, nil
 }

@@ -36,7 +36,7 @@ func (k key) addr() netip.Addr {
 
 // fmix64 is MurmurHash3's finaliser. Chained over a secret per-engine seed it
 // spreads spoofed addresses evenly, so an attacker who cannot see the seed
-// cannot aim a flood at one probe chain.
+// cannot aim a flood at one probe chain (or one shard).
 func fmix64(x uint64) uint64 {
 	x ^= x >> 33
 	x *= 0xff51afd7ed558ccd
@@ -46,9 +46,18 @@ func fmix64(x uint64) uint64 {
 	return x
 }
 
+// hash is the hash of the source address, xored with a mix of the door.
+// A source's key (door 0) thus hashes to the source hash itself, and the
+// engine hashes a packet's source once: the top bits pick its shard, and
+// the same hash finds it in the shard's tables, which share the seed;
+// a grant's hash is that hash xored with the door's mix, which the
+// compiled policy keeps ready (opener.mix).
 func (k key) hash(seed uint64) uint64 {
-	return fmix64(fmix64(fmix64(seed^k.hi)^k.lo) ^ uint64(k.door))
+	return fmix64(fmix64(seed^k.hi)^k.lo) ^ doorMix(k.door)
 }
+
+// doorMix spreads a door index over 64 bits; doorMix(0) is 0.
+func doorMix(door uint32) uint64 { return fmix64(uint64(door) * 0x9e3779b97f4a7c15) }
 
 type slot[V any] struct {
 	k    key
@@ -85,8 +94,11 @@ func newTable[V any](max int, seed uint64) table[V] {
 func (t *table[V]) full() bool { return t.n >= t.max }
 
 // find returns the slot index holding k, or -1.
-func (t *table[V]) find(k key) int {
-	for i := k.hash(t.seed) & t.mask; ; i = (i + 1) & t.mask {
+func (t *table[V]) find(k key) int { return t.findH(k, k.hash(t.seed)) }
+
+// findH is find for a key whose hash h (k.hash(t.seed)) is known.
+func (t *table[V]) findH(k key, h uint64) int {
+	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := &t.slots[i]
 		if !s.used {
 			return -1
@@ -97,8 +109,10 @@ func (t *table[V]) find(k key) int {
 	}
 }
 
-func (t *table[V]) get(k key) *V {
-	if i := t.find(k); i >= 0 {
+func (t *table[V]) get(k key) *V { return t.getH(k, k.hash(t.seed)) }
+
+func (t *table[V]) getH(k key, h uint64) *V {
+	if i := t.findH(k, h); i >= 0 {
 		return &t.slots[i].v
 	}
 	return nil
@@ -106,8 +120,11 @@ func (t *table[V]) get(k key) *V {
 
 // insert adds k, which must be absent, and returns its zeroed value. The
 // caller makes room first when the table is full.
-func (t *table[V]) insert(k key) *V {
-	i := k.hash(t.seed) & t.mask
+func (t *table[V]) insert(k key) *V { return t.insertH(k, k.hash(t.seed)) }
+
+// insertH is insert for a key whose hash h is known.
+func (t *table[V]) insertH(k key, h uint64) *V {
+	i := h & t.mask
 	for t.slots[i].used {
 		i = (i + 1) & t.mask
 	}

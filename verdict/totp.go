@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -79,49 +81,138 @@ func (t *TOTP) Sequence(counter uint64, dst []Port) []Port {
 // Contains reports whether p lies in the TOTP port range.
 func (t *TOTP) Contains(p Port) bool { return p.Proto == t.Proto && p.Num >= t.Lo && p.Num <= t.Hi }
 
-// rotateTOTP brings the sequences of TOTP doors up to the step of now. Each
-// door has two slots, and step counter n lives in slot n%2: the current and
-// the previous step are both accepted, and a slot is derived anew only
-// when its step is two behind, so knocks in progress on the previous step
-// survive a boundary. The first knock table points at both, the current
-// one winning should both start alike. It runs only for packets to knock
-// ports and derives only when a step has passed: the HMACs cost nothing per
-// packet.
-func (e *Engine) rotateTOTP(now time.Time) {
-	c := e.c
-	for _, td := range c.totp {
+// totpLive is a TOTP door's sequences as of the latest step, and who
+// completed them. Every source's knocks are matched against the same
+// sequences, so this is shared by all shards: the sequences are an
+// immutable snapshot behind an atomic pointer, read without a lock on
+// every knock, and replaced once a step under mu; the used marks, written
+// only when a TOTP sequence completes, are under mu too.
+type totpLive struct {
+	snap atomic.Pointer[totpSnap]
+	mu   sync.Mutex
+	used [2]totpUse // per slot
+}
+
+// totpSnap is one step's view of a TOTP door. Each door has two slots,
+// and step counter n lives in slot n%2: the current and the previous step
+// are both accepted, and a slot is derived anew only when its step is two
+// behind, so knocks in progress on the previous step survive a boundary.
+type totpSnap struct {
+	cur   uint64 // the step it was derived for
+	slots [2]totpSlot
+}
+
+type totpSlot struct {
+	ports   []Port
+	counter uint64 // the step these ports are for
+	// gen counts the slot's derivations, so knocks in progress on an
+	// older sequence are recognised (progress.gen); it starts at 1, so a
+	// progress entry never matches a slot not yet derived.
+	gen uint32
+}
+
+// totpUse is who completed a slot's sequence, and for which step.
+type totpUse struct {
+	counter uint64
+	by      key
+	set     bool
+}
+
+// rotateTOTP brings the sequences of TOTP doors up to the step of now. It
+// runs only for packets to knock ports and derives only when a step has
+// passed: the HMACs cost nothing per packet, and neither does a lock.
+func (c *compiled) rotateTOTP(now time.Time) {
+	for i := range c.totp {
+		td := &c.totp[i]
 		cfg := c.policy.Doors[td.door].TOTP
 		cur := cfg.Counter(now)
-		changed := false
-		for _, n := range [2]uint64{cur - 1, cur} {
-			si := td.slots[n%2]
-			if s := &c.seqs[si]; s.ports == nil || s.counter != n {
-				e.unhook(cfg, si)
-				s.ports = cfg.Sequence(n, s.ports)
-				s.counter = n
-				s.gen++
-				s.used = false
-				changed = true
-			}
-		}
-		if changed {
-			pi := protoIndex(cfg.Proto)
-			for _, n := range [2]uint64{cur - 1, cur} {
-				si := td.slots[n%2]
-				c.first[pi][c.seqs[si].ports[0].Num] = int32(si + 1)
-			}
+		if !td.live.snap.Load().current(cur) {
+			td.live.rotate(cfg, cur)
 		}
 	}
 }
 
-// unhook removes a slot's first knock from the first knock table.
-func (e *Engine) unhook(cfg *TOTP, si int) {
-	s := &e.c.seqs[si]
-	if s.ports == nil {
-		return
+// current reports whether the snapshot serves step cur. One step ahead
+// does: that is a reader whose clock was read a moment before another's,
+// at a boundary, and rotating back would re-derive the new step's slot
+// from under its knockers. A bigger step back (the wall clock set back)
+// does not.
+func (sn *totpSnap) current(cur uint64) bool {
+	return sn != nil && (sn.cur == cur || sn.cur == cur+1)
+}
+
+func (l *totpLive) rotate(cfg *TOTP, cur uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := l.snap.Load()
+	if old.current(cur) {
+		return // another reader got here first
 	}
-	pi := protoIndex(cfg.Proto)
-	if e.c.first[pi][s.ports[0].Num] == int32(si+1) {
-		e.c.first[pi][s.ports[0].Num] = 0
+	next := &totpSnap{cur: cur}
+	if old != nil {
+		next.slots = old.slots
 	}
+	for _, n := range [2]uint64{cur - 1, cur} {
+		if sl := &next.slots[n%2]; sl.ports == nil || sl.counter != n {
+			// A new slice: readers of the old snapshot may still use the
+			// old one.
+			sl.ports = cfg.Sequence(n, nil)
+			sl.counter = n
+			sl.gen++
+		}
+	}
+	l.snap.Store(next)
+}
+
+// use records that the source by completed slot's sequence of step
+// counter, and reports false if another source did so first.
+func (l *totpLive) use(slot uint8, counter uint64, by key) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u := &l.used[slot]
+	if u.set && u.counter == counter {
+		return u.by == by
+	}
+	if !u.set || u.counter < counter {
+		*u = totpUse{counter: counter, by: by, set: true}
+	}
+	return true
+}
+
+// knocksOf returns the knocks of sq as they are now, with the TOTP slot's
+// generation and step (0 for a fixed sequence).
+func (c *compiled) knocksOf(sq *sequence) (knocks []Port, gen uint32, counter uint64) {
+	if sq.totp < 0 {
+		return sq.ports, 0, 0
+	}
+	sn := c.totp[sq.totp].live.snap.Load()
+	if sn == nil {
+		return nil, 0, 0
+	}
+	sl := &sn.slots[sq.slot]
+	return sl.ports, sl.gen, sl.counter
+}
+
+// firstSeq finds the sequence that the knock on port num (of protocol
+// index pi) starts, or -1, with its knocks, generation and step as
+// knocksOf gives them. In a TOTP range, the current step wins should both
+// slots start alike.
+func (c *compiled) firstSeq(pi int, num uint16) (si int32, knocks []Port, gen uint32, counter uint64) {
+	f := c.first[pi][num]
+	switch {
+	case f > 0:
+		return f - 1, c.seqs[f-1].ports, 0, 0
+	case f < 0:
+		td := &c.totp[-f-1]
+		sn := td.live.snap.Load()
+		if sn == nil {
+			break
+		}
+		for _, j := range [2]uint64{sn.cur % 2, (sn.cur + 1) % 2} {
+			if sl := &sn.slots[j]; sl.ports[0].Num == num {
+				return int32(td.slots[j]), sl.ports, sl.gen, sl.counter
+			}
+		}
+	}
+	return -1, nil, 0, 0
 }
