@@ -299,6 +299,28 @@ type tputResult struct {
 	Rate               float64 // verdicts per second over the window
 	Loss               float64 // 1 - delivered/sent
 	Saturated          bool    // the kernel dropped: the consumer was the bottleneck
+	CPUPerVerdict      float64 // consumer's CPU time (user + system, all threads) per packet, µs
+}
+
+// cpuNs is the CPU time in ns of every thread of process pid
+// (/proc/PID/task/*/schedstat, first field). It includes the kernel work
+// done in the process's system calls, such as reinjecting an accepted
+// packet.
+func cpuNs(pid int) uint64 {
+	dirs, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var sum uint64
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) > 0 {
+			v, _ := strconv.ParseUint(f[0], 10, 64)
+			sum += v
+		}
+	}
+	return sum
 }
 
 // delivered sums id_sequence - user_dropped over queues 0..n-1.
@@ -331,6 +353,7 @@ func (b *bench) throughput(ctx context.Context, c consumer, m steering, g genSpe
 		return tputResult{}, err
 	}
 	v0, qd0, ud0, _ := delivered(m0, c.Queues)
+	cpu0 := cpuNs(r.cmd.Process.Pid)
 
 	type sample struct {
 		t time.Time
@@ -378,6 +401,7 @@ func (b *bench) throughput(ctx context.Context, c consumer, m steering, g genSpe
 	}
 	close(stopS)
 	<-sdone
+	cpu1 := cpuNs(r.cmd.Process.Pid)
 	if gerr != nil {
 		return tputResult{}, gerr
 	}
@@ -393,6 +417,9 @@ func (b *bench) throughput(ctx context.Context, c consumer, m steering, g genSpe
 	}
 	v1, qd1, ud1, _ := delivered(m1, c.Queues)
 	res := tputResult{Gen: gen, Delivered: v1 - v0, QDropped: qd1 - qd0, UDropped: ud1 - ud0}
+	if res.Delivered > 0 && cpu1 > cpu0 {
+		res.CPUPerVerdict = float64(cpu1-cpu0) / 1e3 / float64(res.Delivered)
+	}
 	// The window: from the last sample before the count moved to the first
 	// sample with the final count.
 	mu.Lock()

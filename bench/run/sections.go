@@ -66,6 +66,7 @@ func (r *row) med(f func(trial) float64) float64 {
 func rateOf(t trial) float64 { return t.T.Rate }
 func lossOf(t trial) float64 { return t.T.Loss }
 func genOf(t trial) float64  { return t.T.Gen.Rate }
+func cpuOf(t trial) float64  { return t.T.CPUPerVerdict }
 func p50Of(t trial) float64  { return t.L.P50 }
 func p99Of(t trial) float64  { return t.L.P99 }
 
