@@ -1,6 +1,7 @@
 package verdict
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -40,13 +41,28 @@ func (e *Engine) Reload(p Policy, now time.Time) (ended []Grant, err error) {
 			doorMap[i] = ni
 		}
 	}
+	// A TOTP door whose settings are unchanged keeps its derived
+	// sequences and used marks: knocks in progress survive as on a fixed
+	// sequence, and a sequence used in this step stays used. Otherwise its
+	// knocks are derived anew and progress on the old ones is dropped.
+	totpMap := make([]int, len(oc.totp))
+	for i, od := range oc.totp {
+		totpMap[i] = -1
+		nd := doorMap[od.door]
+		for j := range c.totp {
+			if nd != NoDoor && c.totp[j].door == nd && sameTOTP(oc.policy.Doors[od.door].TOTP, c.policy.Doors[nd].TOTP) {
+				c.totp[j].live = od.live
+				totpMap[i] = j
+			}
+		}
+	}
 	seqMap := make([]int32, len(oc.seqs))
 	for i, s := range oc.seqs {
 		seqMap[i] = -1
 		if s.totp >= 0 {
-			// A TOTP slot's knocks are derived anew under the new policy
-			// (its secret or step may have changed): progress on the old
-			// derivation cannot carry over.
+			if j := totpMap[s.totp]; j >= 0 {
+				seqMap[i] = int32(c.totp[j].slots[s.slot])
+			}
 			continue
 		}
 		for j, ns := range c.seqs {
@@ -120,6 +136,11 @@ func (e *Engine) Reload(p Policy, now time.Time) (ended []Grant, err error) {
 		old.shards[i].mu.Unlock()
 	}
 	return ended, nil
+}
+
+func sameTOTP(a, b *TOTP) bool {
+	return bytes.Equal(a.Secret, b.Secret) && a.Step == b.Step && a.Length == b.Length &&
+		a.Proto == b.Proto && a.Lo == b.Lo && a.Hi == b.Hi
 }
 
 // moveAll copies the entries of from into the tables to picks for their

@@ -151,3 +151,46 @@ func TestRestoreClipsToOpenFor(t *testing.T) {
 		t.Fatal("a saved grant outlasted the door's open_for")
 	}
 }
+
+// A TOTP door with unchanged settings keeps its knocks in progress and
+// its used sequences across a reload; a new secret starts afresh.
+func TestReloadKeepsTOTPState(t *testing.T) {
+	p := totpPolicy()
+	cfg := p.Doors[2].TOTP
+	now := time.Unix(1_800_000_010, 0)
+	seq := cfg.Sequence(cfg.Counter(now), nil)
+	knock := func(e *Engine, src netip.Addr, from, to int) Decision {
+		var d Decision
+		for i := from; i < to; i++ {
+			d = e.Decide(Packet{Src: src, Dst: gw, Proto: seq[i].Proto, SrcPort: uint16(100 + i), DstPort: seq[i].Num}, now)
+		}
+		return d
+	}
+	e, _ := NewEngine(p, now)
+	knock(e, alice, 0, 2)
+	// The door moves to another index, with the same settings.
+	p2 := p
+	p2.Doors = []Door{p.Doors[2], p.Doors[0], p.Doors[1]}
+	if _, err := e.Reload(p2, now); err != nil {
+		t.Fatal(err)
+	}
+	if d := knock(e, alice, 2, 4); d.Reason != ReasonOpened || d.Door != 0 {
+		t.Fatalf("alice's knocks in progress across the reload: %v door %d", d.Reason, d.Door)
+	}
+	if _, err := e.Reload(p, now); err != nil {
+		t.Fatal(err)
+	}
+	if d := knock(e, bob, 0, 4); d.Reason != ReasonKnockReplay {
+		t.Fatalf("bob replays alice's sequence after a reload: %v", d.Reason)
+	}
+
+	knock(e, carol, 0, 2)
+	p3 := totpPolicy()
+	p3.Doors[2].TOTP = &TOTP{Secret: []byte("another secret, 16+ bytes"), Step: cfg.Step, Length: cfg.Length, Proto: cfg.Proto, Lo: cfg.Lo, Hi: cfg.Hi}
+	if _, err := e.Reload(p3, now); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.Sources != 0 {
+		t.Fatalf("progress on the old secret's sequence kept: %+v", st)
+	}
+}
