@@ -155,6 +155,12 @@ func (l *lab) addNS(name string) error {
 	l.mu.Lock()
 	l.nss = append(l.nss, ns)
 	l.mu.Unlock()
+	// IPv4 only: no router solicitations, MLD or DAD on the links to
+	// wake the gateways during a trial.
+	if _, err := run("", "ip", "netns", "exec", ns, "sysctl", "-qw",
+		"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
+		return err
+	}
 	_, err := run("", "ip", "-n", ns, "link", "set", "lo", "up")
 	return err
 }

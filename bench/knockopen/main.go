@@ -453,9 +453,10 @@ func (b *bench) report(w io.Writer) {
 		et := append([]time.Duration(nil), b.execTimes...)
 		sort.Slice(et, func(i, j int) bool { return et[i] < et[j] })
 		fmt.Fprintf(w, "Breakdown of knockd's time: its command alone (`/bin/sh -c '%s'`, as system(3) runs it, in the knockd gateway, %d runs) "+
-			"takes p50 %s, p90 %s. The rest of knockd's p50 above the baseline (%s) is knockd receiving the knocks through libpcap "+
-			"(knockd 0.8 opens the capture without immediate mode, so on a TPACKET_V3 ring the packets wait for the kernel to hand over the ring block), "+
-			"its own fork before the command, and scheduling.\n\n",
+			"takes p50 %s, p90 %s. The rest of knockd's p50 above the baseline (%s) is mostly knockd waiting for the knocks: "+
+			"knockd 0.8 opens its capture with `pcap_open_live(..., to_ms = 50)` and no immediate mode, and on Linux's TPACKET_V3 ring "+
+			"the timeout is the block retire timer, so a knock waits 0 to 50 ms (25 ms on average) before knockd sees it; "+
+			"then knockd forks, and the child runs the command.\n\n",
 			knockdCommand("ADDR"), len(et), ms(pct(et, 50)), ms(pct(et, 90)), ms(max(0, kd.p50-pct(et, 50)-s[baseline].p50)))
 	}
 	var notes []string
