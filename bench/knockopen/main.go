@@ -28,9 +28,8 @@ import (
 )
 
 var (
-	knockSeq    = []int{7000, 8000, 9000}
-	protected   = 22
-	settleTrial = 20 * time.Millisecond // pause between trials
+	knockSeq  = []int{7000, 8000, 9000}
+	protected = 22
 )
 
 func logf(format string, args ...any) {
@@ -45,6 +44,8 @@ type options struct {
 	gap       time.Duration
 	probe     probeConfig
 	execRuns  int
+	settle    time.Duration
+	jitter    time.Duration
 }
 
 func main() {
@@ -57,6 +58,8 @@ func main() {
 	flag.DurationVar(&o.probe.interval, "probe-interval", 250*time.Microsecond, "a new connect attempt this often while probing")
 	flag.DurationVar(&o.probe.attemptTimeout, "attempt-timeout", 20*time.Millisecond, "abandon a connect attempt unanswered for this long")
 	flag.DurationVar(&o.probe.giveUp, "give-up", 2*time.Second, "a trial with no connect within this long of the last knock fails")
+	flag.DurationVar(&o.settle, "settle", 20*time.Millisecond, "pause after each trial")
+	flag.DurationVar(&o.jitter, "jitter", 50*time.Millisecond, "plus a random pause of up to this, so that trials meet knockd's 50 ms capture timer at random phases")
 	flag.IntVar(&o.execRuns, "exec-runs", 30, "timed runs of knockd's iptables command alone (sh -c, in the knockd gateway), for the breakdown")
 	flag.Parse()
 	if o.trials < 1 || o.trials > maxTrials {
@@ -69,6 +72,10 @@ func main() {
 	}
 	if o.probe.giveUp/o.probe.interval > 100000 {
 		fmt.Fprintln(os.Stderr, "knockopen: -probe-interval too small for -give-up (over 100,000 attempts)")
+		os.Exit(2)
+	}
+	if o.budget <= 0 || o.budget > 10*time.Minute || o.gap < 0 || o.gap > time.Second || o.settle < 0 || o.settle > time.Second || o.jitter < 0 || o.jitter > time.Second {
+		fmt.Fprintln(os.Stderr, "knockopen: -budget must be above 0 and at most 10m, -knock-gap, -settle and -jitter 0 to 1s")
 		os.Exit(2)
 	}
 	if o.execRuns < 0 || o.execRuns > 1000 {
@@ -358,7 +365,11 @@ func (b *bench) trials() {
 			if r.err != nil {
 				logf("round %d %s: %v", i+1, p.name(), r.err)
 			}
-			time.Sleep(settleTrial)
+			pause := b.o.settle
+			if b.o.jitter > 0 {
+				pause += time.Duration(rng.Int64N(int64(b.o.jitter)))
+			}
+			time.Sleep(pause)
 		}
 		b.rounds++
 		if (i+1)%10 == 0 || i+1 == b.o.trials {
@@ -414,10 +425,10 @@ func (b *bench) report(w io.Writer) {
 	fmt.Fprintf(w, "## 4. Knock-to-open: knockgate vs knockd\n\n")
 	fmt.Fprintf(w, "Time from the last knock packet sent to the first completed TCP connect to the protected port (tcp/%d), "+
 		"knock sequence tcp/%d, tcp/%d, tcp/%d as TCP SYNs %v apart, each trial from a fresh client address. "+
-		"%d rounds of one trial per product in a shuffled order, %.1f s. "+
+		"%d rounds of one trial per product in a shuffled order, %v plus a random 0 to %v between trials, %.1f s in all. "+
 		"The prober starts a new connect (a new flow) every %v, abandons each after %v unanswered, and fails the trial after %v. "+
 		"The baseline is the same prober against a gateway with no gate and no rules: the connect RTT.\n\n",
-		protected, knockSeq[0], knockSeq[1], knockSeq[2], b.o.gap, b.rounds, b.elapsed.Seconds(),
+		protected, knockSeq[0], knockSeq[1], knockSeq[2], b.o.gap, b.rounds, b.o.settle, b.o.jitter, b.elapsed.Seconds(),
 		b.o.probe.interval, b.o.probe.attemptTimeout, b.o.probe.giveUp)
 	fmt.Fprintf(w, "| | trials | failures | p50 | p90 | p99 | min | max | connect attempts p50 / max |\n")
 	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
