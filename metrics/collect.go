@@ -24,6 +24,7 @@ type sourceCollector struct {
 	trackedSources, trackedSourcesLimit, grantsLimit, evictions *prometheus.Desc
 	activeGrants                                                *prometheus.Desc
 	queuePackets, verdictErrors, enobufs, queueReadErrors       *prometheus.Desc
+	queueSyscalls                                               *prometheus.Desc
 	kernelLength, kernelDropped, kernelUserDropped              *prometheus.Desc
 	scrapeErrorsDesc                                            *prometheus.Desc
 }
@@ -46,6 +47,7 @@ func newSourceCollector(src Sources, doorNames func() []string) *sourceCollector
 		verdictErrors:   d("knockgate_verdict_errors_total", "Verdicts that could not be sent to the kernel, by netfilter queue.", "queue"),
 		enobufs:         d("knockgate_enobufs_total", "Times the kernel reported dropping messages because the socket's receive buffer was full (ENOBUFS), by netfilter queue.", "queue"),
 		queueReadErrors: d("knockgate_queue_read_errors_total", "Receive errors other than ENOBUFS, and kernel messages without a packet id, by netfilter queue.", "queue"),
+		queueSyscalls:   d("knockgate_queue_syscalls_total", "System calls that read packets (call=\"receive\", each takes every packet waiting, up to 64) and sent verdicts (call=\"send\", each carries the verdicts of one receive), by netfilter queue.", "queue", "call"),
 
 		kernelLength:      d("knockgate_kernel_queue_length", "Packets waiting in the kernel for a verdict (queue_total in nfnetlink_queue), by netfilter queue.", "queue"),
 		kernelDropped:     d("knockgate_kernel_queue_dropped_total", "Packets the kernel could not queue because the queue was full (queue_dropped in nfnetlink_queue), by netfilter queue.", "queue"),
@@ -58,7 +60,7 @@ func newSourceCollector(src Sources, doorNames func() []string) *sourceCollector
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.trackedSources, c.trackedSourcesLimit, c.grantsLimit, c.evictions, c.activeGrants,
-		c.queuePackets, c.verdictErrors, c.enobufs, c.queueReadErrors,
+		c.queuePackets, c.verdictErrors, c.enobufs, c.queueReadErrors, c.queueSyscalls,
 		c.kernelLength, c.kernelDropped, c.kernelUserDropped, c.scrapeErrorsDesc,
 	} {
 		ch <- d
@@ -118,6 +120,8 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.verdictErrors, q.VerdictErrors, l)
 			counter(c.enobufs, q.ENOBUFS, l)
 			counter(c.queueReadErrors, q.ReadErrors, l)
+			counter(c.queueSyscalls, q.Receives, l, "receive")
+			counter(c.queueSyscalls, q.Sends, l, "send")
 		}
 	}
 

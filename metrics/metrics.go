@@ -34,6 +34,9 @@ const DefaultProcPath = "/proc/net/netfilter/nfnetlink_queue"
 type QueueStats struct {
 	Queue                                       uint16
 	Packets, VerdictErrors, ENOBUFS, ReadErrors uint64
+	// Receives and Sends count system calls, so that calls per packet
+	// show how well the gate batches under the load it meets.
+	Receives, Sends uint64
 }
 
 // Results of a knock, the result label of knockgate_knocks_total.

@@ -206,7 +206,7 @@ func fakeSources() Sources {
 		ActiveGrants: func() map[string]int { return map[string]int{"ssh": 2, "vpn": 1} },
 		Queues: func() []QueueStats {
 			return []QueueStats{
-				{Queue: 0, Packets: 1000, VerdictErrors: 1, ENOBUFS: 2, ReadErrors: 3},
+				{Queue: 0, Packets: 1000, VerdictErrors: 1, ENOBUFS: 2, ReadErrors: 3, Receives: 40, Sends: 30},
 				{Queue: 1, Packets: 10},
 				{Queue: 1, Packets: 99}, // a repeat must not fail the scrape
 			}
@@ -252,6 +252,12 @@ knockgate_enobufs_total{queue="1"} 0
 # TYPE knockgate_queue_read_errors_total counter
 knockgate_queue_read_errors_total{queue="0"} 3
 knockgate_queue_read_errors_total{queue="1"} 0
+# HELP knockgate_queue_syscalls_total System calls that read packets (call="receive", each takes every packet waiting, up to 64) and sent verdicts (call="send", each carries the verdicts of one receive), by netfilter queue.
+# TYPE knockgate_queue_syscalls_total counter
+knockgate_queue_syscalls_total{call="receive",queue="0"} 40
+knockgate_queue_syscalls_total{call="receive",queue="1"} 0
+knockgate_queue_syscalls_total{call="send",queue="0"} 30
+knockgate_queue_syscalls_total{call="send",queue="1"} 0
 # HELP knockgate_kernel_queue_length Packets waiting in the kernel for a verdict (queue_total in nfnetlink_queue), by netfilter queue.
 # TYPE knockgate_kernel_queue_length gauge
 knockgate_kernel_queue_length{queue="0"} 3
@@ -273,7 +279,7 @@ knockgate_scrape_errors_total 0
 		"knockgate_tracked_sources", "knockgate_tracked_sources_limit", "knockgate_grants_limit",
 		"knockgate_evictions_total", "knockgate_active_grants",
 		"knockgate_queue_packets_total", "knockgate_verdict_errors_total", "knockgate_enobufs_total",
-		"knockgate_queue_read_errors_total", "knockgate_kernel_queue_length",
+		"knockgate_queue_read_errors_total", "knockgate_queue_syscalls_total", "knockgate_kernel_queue_length",
 		"knockgate_kernel_queue_dropped_total", "knockgate_kernel_queue_user_dropped_total",
 		"knockgate_scrape_errors_total",
 	); err != nil {
@@ -345,8 +351,8 @@ func TestLint(t *testing.T) {
 			n++
 		}
 	}
-	if n != 21 {
-		t.Errorf("knockgate metric families = %d, want 21", n)
+	if n != 22 {
+		t.Errorf("knockgate metric families = %d, want 22", n)
 	}
 }
 

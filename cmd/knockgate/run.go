@@ -92,7 +92,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 			out := make([]metrics.QueueStats, len(qs))
 			for i, q := range qs {
 				st := q.Stats()
-				out[i] = metrics.QueueStats{Queue: pol.Queue + uint16(i), Packets: st.Packets, VerdictErrors: st.VerdictErrors, ENOBUFS: st.ENOBUFS, ReadErrors: st.ReadErrors}
+				out[i] = metrics.QueueStats{Queue: pol.Queue + uint16(i), Packets: st.Packets, VerdictErrors: st.VerdictErrors,
+					ENOBUFS: st.ENOBUFS, ReadErrors: st.ReadErrors, Receives: st.Receives, Sends: st.Sends}
 			}
 			return out
 		},
