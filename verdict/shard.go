@@ -27,12 +27,13 @@ const (
 	// per-shard overhead.
 	maxShards = 32
 	// minShardCap is the smallest share of a table a shard gets. Eviction
-	// is per shard (a full shard evicts, even while another has room), so
-	// a shard must hold enough entries that a knocker further along is
-	// not pushed out sooner than in one big table: with 64 a shard sees
-	// its share of a flood exactly as the whole table sees the flood.
-	// Small policies (the caps of tests, a home gateway) thus get one
-	// shard, and lose nothing to rounding.
+	// is per shard: a full shard evicts even while another has room. A
+	// flood's packets are split among the shards as the room is, so a
+	// knocker holds its place as long, on average, as in one big table; a
+	// share of at least 64 keeps the shards' fill close to even and the
+	// eviction sample (evictSample) a small part of a shard. Small
+	// policies (a home gateway, the caps of tests) thus get one shard,
+	// and nothing is lost to rounding.
 	minShardCap = 64
 )
 
@@ -72,7 +73,7 @@ type replayShard struct {
 // indices of one policy in tables remapped for another.
 type generation struct {
 	c      *compiled
-	seed   uint64 // picks the shard; secret, so a flood cannot aim at one shard
+	seed   uint64 // hashes sources for their shard and its tables; secret, so a flood cannot aim at one
 	shift  uint   // 64 - log2(len(shards)): the top bits of the hash pick the shard
 	shards []shard
 	replay []replayShard
