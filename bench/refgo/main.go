@@ -1,8 +1,9 @@
 // Command refgo is the bench's Go reference consumer: the least a
 // go-nfqueue (v2.1.0) program can do, accept every packet, one
 // SetVerdict per packet from the library's callback. It binds the queue
-// as knockgate does (copy range 256, queue length 4096, a receive buffer
-// forced to hold the whole queue) so the only difference left is what
+// as knockgate does (copy range 256, queue length 16384 as
+// gate.DefaultMaxQueueLen, a receive buffer forced to hold the whole queue
+// as gate's readBufferFor sizes it) so the only difference left is what
 // each does per packet.
 //
 // -queues N serves queues -queue .. -queue+N-1, one Nfqueue (one socket,
@@ -27,9 +28,10 @@ import (
 
 const (
 	copyRange   = 256
-	maxQueueLen = 4096
-	// As gate.readBufferFor: a queued 256-byte copy costs the socket
+	maxQueueLen = 16384
+	// As gate's readBufferFor: a queued 256-byte copy costs the socket
 	// about 830 bytes of truesize; the kernel doubles what we ask.
+	// 16384 × 768 = 12 MiB.
 	readBuffer = maxQueueLen * (copyRange + 512)
 )
 
