@@ -37,6 +37,12 @@ const (
 	cAddr6   = "2001:db8:1::10"
 	spoof4   = "198.51.100.0/24"
 	spoof6   = "2001:db8:ff00::/40"
+	// spoofWide4 is the benchmarking range (RFC 2544), for the scaling
+	// rows: --queue-balance hashes the addresses alone, and 256 sources
+	// split unevenly between two queues (by some 5-10 %), which would
+	// make the 2-queue figure partly a measure of the hash; 131,072
+	// sources split within a fraction of a per cent.
+	spoofWide4 = "198.18.0.0/15"
 
 	// Ports on the gateway: latency connects go to a listener on
 	// listenPort; throughput SYNs go to openPort, where nothing listens
@@ -189,6 +195,7 @@ func (l *lab) setup() error {
 		{"ip", "-n", nsGW, "link", "set", "kgb0", "up"},
 		{"ip", "-n", nsClient, "link", "set", "eth0", "up"},
 		{"ip", "-n", nsGW, "route", "add", spoof4, "via", cAddr4},
+		{"ip", "-n", nsGW, "route", "add", spoofWide4, "via", cAddr4},
 		{"ip", "-n", nsGW, "-6", "route", "add", spoof6, "via", cAddr6},
 		{"ip", "netns", "exec", nsGW, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.kgb0.rp_filter=0", "net.ipv4.tcp_syncookies=1"},
 		// The client is no router: replies to the spoofed sources die there.
@@ -207,6 +214,14 @@ func (l *lab) setup() error {
 		return err
 	}
 	if err := runIn(rules, "ip", "netns", "exec", nsGW, "ip6tables-restore", "--noflush"); err != nil {
+		return err
+	}
+	// A counter, no target, of the SYNs to openPort that reach filter
+	// INPUT: those the consumer accepted (an accept verdict resumes the
+	// packet at the next hook). Drain mode checks the drained packets
+	// against it.
+	if err := runIn("*filter\n-A INPUT -p tcp --dport "+strconv.Itoa(openPort)+" --tcp-flags SYN,ACK,RST,FIN SYN\nCOMMIT\n",
+		"ip", "netns", "exec", nsGW, "iptables-restore", "--noflush"); err != nil {
 		return err
 	}
 	// Conntrack is now live in the gateway namespace. Short timeouts (per
@@ -340,6 +355,24 @@ func readQueues(pid int) (map[uint32]qstat, error) {
 			QDropped: v[5], UserDropped: v[6], IDSeq: v[7], Present: true}
 	}
 	return m, sc.Err()
+}
+
+// acceptedSYNs is the packet count of the filter INPUT counter rule: SYNs
+// to openPort the consumer accepted (IPv4).
+func acceptedSYNs() (uint64, error) {
+	out, err := run("ip", "netns", "exec", nsGW, "iptables", "-t", "filter", "-L", "INPUT", "-n", "-v", "-x")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "dpt:"+strconv.Itoa(openPort)) {
+			f := strings.Fields(line)
+			if len(f) > 0 {
+				return strconv.ParseUint(f[0], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no counter rule for tcp/%d in the gateway's filter INPUT", openPort)
 }
 
 // inNS runs f on an OS thread switched into namespace ns.

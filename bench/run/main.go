@@ -42,6 +42,10 @@ type options struct {
 	knockopenMax time.Duration
 	noBuild      bool
 	hold         bool
+	drainFill    int
+	drainPoll    time.Duration
+	drainPollCPU int
+	drainPerf    string
 }
 
 func main() {
@@ -72,11 +76,19 @@ orchestrate:
 	flag.StringVar(&o.knockgate, "knockgate", "bin/knockgate", "knockgate binary (built with make build unless -no-build)")
 	flag.StringVar(&o.genCPU, "gen-cpu", "0", "CPU list for the load generator and the connect probe")
 	flag.StringVar(&o.consCPU, "cons-cpu", "1", "CPU list for the consumer under test")
-	flag.StringVar(&o.skip, "skip", "", "comma-separated sections to skip: micro,throughput,sustainable,latency,scaling,flood,knockopen")
+	flag.StringVar(&o.skip, "skip", "", "comma-separated sections to skip: micro,throughput,sustainable,latency,drain,scaling,flood,knockopen")
+	flag.IntVar(&o.drainFill, "drain-fill", 15000, "drain mode: packets queued per queue before the consumer resumes (the queue holds 16384)")
+	flag.DurationVar(&o.drainPoll, "drain-poll", time.Millisecond, "drain mode: interval between reads of nfnetlink_queue (at most 1ms; every 100µs near the end)")
+	flag.IntVar(&o.drainPollCPU, "drain-poll-cpu", 0, "drain mode: CPU the poller thread is pinned to; -1 leaves it unpinned")
 	flag.DurationVar(&o.knockopenMax, "knockopen-timeout", 150*time.Second, "time limit for go run ./bench/knockopen")
 	flag.BoolVar(&o.noBuild, "no-build", false, "use the existing bin/knockgate instead of running make build")
 	flag.BoolVar(&o.hold, "hold", false, "debugging: build the lab with the queue rule, print its paths and wait for SIGINT")
+	flag.StringVar(&o.drainPerf, "drain-perf", "", "drain mode, diagnosis: write a system-wide perf record of every drain into this directory (perf's cost lowers the figures)")
 	flag.Parse()
+	if o.drainFill < 1 || o.drainFill > 16384 || o.drainPoll <= 0 || o.drainPoll > time.Millisecond {
+		fmt.Fprintln(os.Stderr, "-drain-fill must be 1-16384 and -drain-poll at most 1ms")
+		os.Exit(2)
+	}
 	os.Exit(orchestrate(o))
 }
 
@@ -134,6 +146,13 @@ func orchestrate(o options) int {
 	}
 	b := &bench{dir: scratch, kg: kg, genCPU: o.genCPU, consCPU: o.consCPU,
 		loadgen: filepath.Join(buildDir, "loadgen"), refgo: filepath.Join(buildDir, "refgo")}
+	if o.drainPerf != "" {
+		b.perfDir, _ = filepath.Abs(o.drainPerf)
+		if err := os.MkdirAll(b.perfDir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
 	for _, p := range []struct{ out, pkg string }{{b.loadgen, "./bench/loadgen"}, {b.refgo, "./bench/refgo"}} {
 		step("go build %s", p.pkg)
 		if out, err := exec.CommandContext(ctx, "go", "build", "-o", p.out, p.pkg).CombinedOutput(); err != nil {
@@ -143,7 +162,7 @@ func orchestrate(o options) int {
 	}
 	step("gcc bench/refc/refc.c")
 	refc := filepath.Join(buildDir, "refc")
-	if out, err := exec.CommandContext(ctx, "gcc", "-O2", "-Wall", "-o", refc, "bench/refc/refc.c", "-lnetfilter_queue").CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, "gcc", "-O2", "-Wall", "-pthread", "-o", refc, "bench/refc/refc.c", "-lnetfilter_queue").CombinedOutput(); err != nil {
 		rep.notes = append(rep.notes, fmt.Sprintf("The C reference (bench/refc) did not build, so its rows are missing: %v %s", err, strings.TrimSpace(string(out))))
 		fmt.Fprintf(os.Stderr, "gcc refc: %v\n%s", err, out)
 	} else {

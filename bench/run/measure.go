@@ -52,6 +52,8 @@ type bench struct {
 	steer    steering
 	steerSet bool
 	nstart   int
+	perfDir  string // -drain-perf
+	nperf    int
 }
 
 // policy is knockgate's realistic bench policy: three knock doors (one
@@ -160,10 +162,7 @@ func (b *bench) start(ctx context.Context, c consumer, cpus string) (*running, e
 		if b.refc == "" {
 			return nil, errors.New("refc was not built")
 		}
-		if c.Queues != 1 {
-			return nil, errors.New("refc serves one queue")
-		}
-		cmd = procCmd(ctx, nsGW, cpus, b.refc, "0")
+		cmd = procCmd(ctx, nsGW, cpus, b.refc, "0", strconv.Itoa(c.Queues))
 	case "knockgate":
 		p, err := b.writePolicy(c)
 		if err != nil {
@@ -220,9 +219,11 @@ func (b *bench) start(ctx context.Context, c consumer, cpus string) (*running, e
 }
 
 // stop ends a consumer (SIGTERM, then SIGKILL) and waits for its queues to
-// be gone.
+// be gone. A consumer left stopped (drain mode) is resumed to take the
+// SIGTERM.
 func (b *bench) stop(r *running) {
 	r.cmd.Process.Signal(syscall.SIGTERM)
+	r.cmd.Process.Signal(syscall.SIGCONT)
 	select {
 	case <-r.done:
 	case <-time.After(3 * time.Second):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -12,6 +13,7 @@ import (
 type trial struct {
 	T   tputResult
 	L   latencyResult
+	D   drainResult
 	Err error
 }
 
@@ -63,12 +65,21 @@ func (r *row) med(f func(trial) float64) float64 {
 	return median(v)
 }
 
-func rateOf(t trial) float64 { return t.T.Rate }
-func lossOf(t trial) float64 { return t.T.Loss }
-func genOf(t trial) float64  { return t.T.Gen.Rate }
-func cpuOf(t trial) float64  { return t.T.CPUPerVerdict }
-func p50Of(t trial) float64  { return t.L.P50 }
-func p99Of(t trial) float64  { return t.L.P99 }
+func rateOf(t trial) float64  { return t.T.Rate }
+func lossOf(t trial) float64  { return t.T.Loss }
+func genOf(t trial) float64   { return t.T.Gen.Rate }
+func cpuOf(t trial) float64   { return t.T.CPUPerVerdict }
+func p50Of(t trial) float64   { return t.L.P50 }
+func p99Of(t trial) float64   { return t.L.P99 }
+func drainOf(t trial) float64 { return t.D.Rate }
+
+func msList(v []float64) string {
+	var s []string
+	for _, x := range v {
+		s = append(s, fmt.Sprintf("%.1f", x*1e3))
+	}
+	return strings.Join(s, "/") + " ms"
+}
 
 // searchStep is one trial of the sustainable-rate search.
 type searchStep struct {
@@ -191,16 +202,64 @@ func measure(ctx context.Context, o options, b *bench, rep *report, step func(st
 		rep.latency = rows
 	}
 
-	// 5. Scaling: 1 vs 2 queues, generator and consumers unpinned
-	// (a second queue needs a second core; the machine has two).
+	// 5. Scaling, drain mode: 1 vs 2 queues with both cores free for the
+	// consumers (drain.go), the consumers alternating and the order of 1
+	// and 2 queues swapped every round.
+	kg2 := consumer{Kind: "knockgate", Queues: 2}
+	kg2ok, why := b.kgSupports(kg2)
+	if !kg2ok {
+		rep.kgQueuesUnsupported = why
+	}
+	if !o.skipped("drain") && ctx.Err() == nil {
+		var cs []consumer
+		for _, c := range consumers {
+			for _, n := range []int{1, 2} {
+				if c.Kind == "knockgate" && n == 2 && !kg2ok {
+					continue
+				}
+				cs = append(cs, consumer{Kind: c.Kind, Queues: n})
+			}
+		}
+		rows := make([]*row, len(cs))
+		for i, c := range cs {
+			rows[i] = &row{Name: c.String()}
+		}
+		for round := 1; round <= o.rounds && ctx.Err() == nil; round++ {
+			for k := range cs {
+				i := k
+				if round%2 == 0 {
+					i = k ^ 1 // 2 queues before 1 queue
+					if i >= len(cs) || cs[i].Kind != cs[k].Kind {
+						i = k
+					}
+				}
+				c := cs[i]
+				step("section 5: round %d/%d, drain, %s", round, o.rounds, c)
+				d, err := b.drain(ctx, c, o.drainFill, o.drainPoll, o.drainPollCPU)
+				if err != nil {
+					step("  failed: %v", err)
+				} else {
+					step("  %d drained in %.1f ms (first verdict %.1f ms, queues empty at %s): %s/s; accepted %d, counted %d, fill drops %d+%d+%d; consumer %.2f cores, %.2f µs/packet; machine busy %.2f, idle %.2f cores; %d polls (mean %.0f µs, last %.0f µs), %.1f µs CPU each",
+						d.filled(), d.Seconds*1e3, d.FirstVerdict*1e3, msList(d.PerQueue), kpps(d.Rate), d.Accepted, d.Counted, d.QDropped, d.UDropped, d.Lost,
+						d.CPUCores, d.CPUPerPacket, d.MachineBusy/d.Seconds, d.MachineIdle/d.Seconds, d.Polls, d.PollEvery, d.PollLastGap, d.PollCPU)
+				}
+				rows[i].Trials = append(rows[i].Trials, trial{D: d, Err: err})
+			}
+		}
+		rep.drain = rows
+	}
+
+	// 5b. Scaling with a live generator, generator and consumers unpinned:
+	// generator-bound context for drain mode (the generator and its
+	// softirq take one of the two cores).
 	if !o.skipped("scaling") && ctx.Err() == nil {
-		free := genSpec{Dst: gwAddr4, Port: openPort, Count: 5_000_000, Max: o.window}
+		free := genSpec{Dst: gwAddr4, Port: openPort, Count: 5_000_000, Max: o.window, Src: spoofWide4}
 		cs := []consumer{refgo1, {Kind: "refgo", Queues: 2}, kg1}
-		kg2 := consumer{Kind: "knockgate", Queues: 2}
-		if ok, why := b.kgSupports(kg2); ok {
+		if kg2ok {
 			cs = append(cs, kg2)
-		} else {
-			rep.kgQueuesUnsupported = why
+		}
+		if b.refc != "" {
+			cs = append(cs, refc1, consumer{Kind: "refc", Queues: 2})
 		}
 		rows := make([]*row, len(cs))
 		for i, c := range cs {
@@ -220,7 +279,7 @@ func measure(ctx context.Context, o options, b *bench, rep *report, step func(st
 		rep.scaling = rows
 	}
 
-	// 5b. A flood of first knocks from 100,000 spoofed IPv6 sources into a
+	// 5c. A flood of first knocks from 100,000 spoofed IPv6 sources into a
 	// 10,000-entry table, pinned as in section 2; refgo gets the same
 	// packets for scale.
 	if !o.skipped("flood") && ctx.Err() == nil {
