@@ -69,7 +69,7 @@ orchestrate:
 	var o options
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds of every comparison; each round runs every consumer once, alternating")
 	flag.DurationVar(&o.window, "window", 1200*time.Millisecond, "length of a flat-out throughput trial")
-	flag.IntVar(&o.latencyN, "latency-n", 2000, "sequential connects per latency trial")
+	flag.IntVar(&o.latencyN, "latency-n", 5000, "sequential connects per latency trial")
 	flag.IntVar(&o.searchSteps, "search-steps", 5, "bisection steps of the sustainable-rate search, per consumer")
 	flag.StringVar(&o.outDir, "out", "bench/results", "where <date>.md goes")
 	flag.StringVar(&o.buildDir, "build", "bench/.build", "build directory for the bench's programs (not committed)")

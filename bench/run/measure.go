@@ -168,7 +168,7 @@ func (b *bench) start(ctx context.Context, c consumer, cpus string) (*running, e
 		if err != nil {
 			return nil, err
 		}
-		cmd = procCmd(ctx, nsGW, cpus, b.kg, "run", "--config", p, "--log-level", "warn")
+		cmd = procCmd(ctx, nsGW, cpus, b.kg, "run", "--config", p, "--log-level", "info")
 	default:
 		return nil, fmt.Errorf("unknown consumer %q", c.Kind)
 	}
