@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/knockgate/knockgate/verdict"
+
+	"github.com/knockgate/knockgate/internal/netns"
 )
 
 // These tests need root and the kernel's nfnetlink_queue. Each builds two
@@ -552,26 +552,9 @@ func ncZ(ns string, addr netip.Addr, port uint16) error {
 // namespace. Sockets fn creates stay in that namespace for their lifetime.
 func inNamespace(t *testing.T, ns string, fn func()) {
 	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// The thread is never unlocked: when this goroutine ends the
-		// runtime terminates it rather than reuse a thread in the wrong
-		// namespace.
-		runtime.LockOSThread()
-		f, err := os.Open("/var/run/netns/" + ns)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			t.Errorf("setns %s: %v", ns, err)
-			return
-		}
-		fn()
-	}()
-	<-done
+	if err := netns.Do(ns, func() error { fn(); return nil }); err != nil {
+		t.Error(err)
+	}
 }
 
 func mustRun(t *testing.T, name string, args ...string) string {

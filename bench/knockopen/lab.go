@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/knockgate/knockgate/internal/netns"
 )
 
 // The lab: one client namespace with three links, each to its own gateway
@@ -201,7 +201,7 @@ func (l *lab) build() error {
 		}
 		// The protected port's listener, in the gateway.
 		var ln net.Listener
-		err := inNS(gw, func() error {
+		err := netns.Do(gw, func() error {
 			var err error
 			ln, err = net.Listen("tcp4", "0.0.0.0:22")
 			return err
@@ -330,30 +330,6 @@ func (l *lab) cleanup() {
 	})
 }
 
-// inNS runs f on an OS thread switched into namespace ns. Sockets keep the
-// namespace they were made in, and a process started from that thread
-// inherits it. The thread is never switched back: it exits with the
-// goroutine.
-func inNS(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: Go retires the thread
-		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		err = unix.Setns(fd, unix.CLONE_NEWNET)
-		unix.Close(fd)
-		if err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
-}
-
 // nsWorker is a goroutine on its own OS thread inside a namespace that runs
 // the functions it is given, one at a time: the client's knocks and probes
 // run there with no thread switch between them.
@@ -364,24 +340,26 @@ type nsWorker struct {
 func newWorker(ns string) (*nsWorker, error) {
 	w := &nsWorker{jobs: make(chan func())}
 	ready := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: Go retires the thread
-		if ns != "" {
-			fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				ready <- err
-				return
-			}
-			err = unix.Setns(fd, unix.CLONE_NEWNET)
-			unix.Close(fd)
-			if err != nil {
-				ready <- fmt.Errorf("setns %s: %w", ns, err)
-				return
-			}
-		}
+	serve := func() error {
 		ready <- nil
 		for f := range w.jobs {
 			f()
+		}
+		return nil
+	}
+	go func() {
+		if ns == "" {
+			// Never unlocked: the spawner's thread is the parent the
+			// children's Pdeathsig follows, so it must outlive them.
+			runtime.LockOSThread()
+			serve()
+			return
+		}
+		if err := netns.Do(ns, serve); err != nil {
+			select {
+			case ready <- err: // it never got into the namespace
+			default:
+			}
 		}
 	}()
 	if err := <-ready; err != nil {

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/knockgate/knockgate/internal/netns"
 )
 
 // consumer is one program that serves the queue(s).
@@ -505,7 +507,7 @@ func (b *bench) latency(ctx context.Context, c *consumer, n int) (latencyResult,
 // series of name.
 func metricValue(name string) (float64, error) {
 	var body []byte
-	err := inNS(nsGW, func() error {
+	err := netns.Do(nsGW, func() error {
 		c, err := dialHTTP("127.0.0.1:8789", "/metrics")
 		body = c
 		return err

@@ -1,0 +1,60 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// TestDo enters a fresh namespace, where only a loopback interface exists,
+// and checks that f's error comes back and that the caller's own namespace
+// is untouched afterwards.
+func TestDo(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a network namespace")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skipf("needs ip: %v", err)
+	}
+	name := fmt.Sprintf("kgn%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+
+	before, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inside []net.Interface
+	sentinel := errors.New("from f")
+	err = Do(name, func() error {
+		var err error
+		inside, err = net.Interfaces()
+		if err != nil {
+			return err
+		}
+		return sentinel
+	})
+	if !errors.Is(err, sentinel) {
+		t.Fatalf("Do returned %v, want f's error", err)
+	}
+	if len(inside) != 1 || inside[0].Name != "lo" {
+		t.Errorf("interfaces inside the new namespace: %v, want lo alone", inside)
+	}
+	for range 3 { // threads are reused: none may be left inside
+		after, err := net.Interfaces()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(after) != len(before) {
+			t.Fatalf("caller sees %d interfaces after Do, %d before", len(after), len(before))
+		}
+	}
+	if err := Do(name+"-missing", func() error { return nil }); err == nil {
+		t.Error("Do entered a namespace that does not exist")
+	}
+}
