@@ -237,14 +237,7 @@ func syn4(b []byte, src, dst [4]byte, sport, dport uint16) {
 	b[8], b[9] = 64, unix.IPPROTO_TCP
 	copy(b[12:16], src[:])
 	copy(b[16:20], dst[:])
-	tcp := b[20:40]
-	tcpSYN(tcp, sport, dport)
-	var sum uint32
-	for i := 12; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	sum += 20 + unix.IPPROTO_TCP
-	binary.BigEndian.PutUint16(tcp[16:], checksum(tcp, sum))
+	tcpSYN(b[20:40], b[12:20], sport, dport)
 }
 
 // syn6 writes an IPv6 TCP SYN (40-byte IPv6 header, 20-byte TCP header).
@@ -255,22 +248,23 @@ func syn6(b []byte, src, dst [16]byte, sport, dport uint16) {
 	b[6], b[7] = unix.IPPROTO_TCP, 64
 	copy(b[8:24], src[:])
 	copy(b[24:40], dst[:])
-	tcp := b[40:60]
-	tcpSYN(tcp, sport, dport)
-	var sum uint32
-	for i := 8; i < 40; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	sum += 20 + unix.IPPROTO_TCP
-	binary.BigEndian.PutUint16(tcp[16:], checksum(tcp, sum))
+	tcpSYN(b[40:60], b[8:40], sport, dport)
 }
 
-func tcpSYN(tcp []byte, sport, dport uint16) {
+// tcpSYN writes a 20-byte TCP SYN and its checksum, over the pseudo-header
+// of addrs (source and destination address, as they stand in the IP
+// header), the protocol and the TCP length.
+func tcpSYN(tcp, addrs []byte, sport, dport uint16) {
 	binary.BigEndian.PutUint16(tcp[0:], sport)
 	binary.BigEndian.PutUint16(tcp[2:], dport)
 	binary.BigEndian.PutUint32(tcp[4:], rand.Uint32())
 	tcp[12], tcp[13] = 5<<4, 0x02
 	binary.BigEndian.PutUint16(tcp[14:], 64240)
+	sum := uint32(20 + unix.IPPROTO_TCP)
+	for i := 0; i < len(addrs); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(addrs[i:]))
+	}
+	binary.BigEndian.PutUint16(tcp[16:], checksum(tcp, sum))
 }
 
 func checksum(b []byte, sum uint32) uint16 {
