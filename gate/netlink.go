@@ -147,7 +147,7 @@ func parsePacket(body []byte, m *packetMsg) error {
 	return nil
 }
 
-// parseError reads an NLMSG_ERROR body: the errno the kernel reports (0
+// parseErrorMsg reads an NLMSG_ERROR body: the errno the kernel reports (0
 // for an acknowledgement, else negative) and the sequence number of the
 // request it answers.
 func parseErrorMsg(body []byte) (errno int32, seq uint32, ok bool) {

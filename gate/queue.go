@@ -102,7 +102,8 @@ type Stats struct {
 	// carried no packet id.
 	ReadErrors uint64
 	// Receives and Sends count the system calls that read packets and
-	// sent verdicts: under load one of each serves many packets.
+	// sent verdicts: under load one of each serves many packets. Receives
+	// also counts the quiet ones that time out (every recvTimeout).
 	Receives, Sends uint64
 }
 
@@ -243,14 +244,9 @@ func Open(cfg Config) (*Queue, error) {
 	// not used: binding with it starts a goroutine that decodes every
 	// message into fresh allocations and answers with one system call per
 	// verdict, so Run binds and reads the socket itself.
-	nf, err := nfqueue.Open(&nfqueue.Config{
-		NetNS:        cfg.NetNS,
-		NfQueue:      cfg.Queue,
-		MaxQueueLen:  q.cfg.MaxQueueLen,
-		MaxPacketLen: q.cfg.CopyRange,
-		Copymode:     nfqueue.NfQnlCopyPacket,
-		AfFamily:     syscall.AF_UNSPEC,
-	})
+	// Queue length, copy range and flags go in the gate's own bind
+	// message (configMsg), not here.
+	nf, err := nfqueue.Open(&nfqueue.Config{NetNS: cfg.NetNS, NfQueue: cfg.Queue, AfFamily: syscall.AF_UNSPEC})
 	if err != nil {
 		return nil, fmt.Errorf("failed to open queue %d: %w", cfg.Queue, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -494,6 +495,9 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if _, err := Open(Config{Queue: 3, CopyRange: 40}); err == nil {
 		t.Error("Open accepted a copy range too short for ipv6 and tcp headers")
+	}
+	if _, err := Open(Config{Queue: 3, CopyRange: 70000}); err == nil || !strings.Contains(err.Error(), "above the 65535") {
+		t.Errorf("Open accepted a copy range the kernel cannot copy: %v", err)
 	}
 }
 
