@@ -204,3 +204,30 @@ func TestCopyRange(t *testing.T) {
 		t.Errorf("policy with SPA: copy range %d, want at least a 1500-byte MTU", got)
 	}
 }
+
+func TestProcsFor(t *testing.T) {
+	for _, tc := range []struct{ queues, current, want int }{
+		{1, 2, 3},   // one reader on two cores: a spare P beside it
+		{2, 2, 4},   // two readers: each finds a P free after a long write
+		{2, 16, 16}, // never below the runtime's choice
+		{4, 1, 6},
+	} {
+		if got := procsFor(tc.queues, tc.current); got != tc.want {
+			t.Errorf("procsFor(%d, %d) = %d, want %d", tc.queues, tc.current, got, tc.want)
+		}
+	}
+}
+
+func TestQueueNames(t *testing.T) {
+	for _, tc := range []struct {
+		first  uint16
+		queues int
+		want   string
+	}{
+		{0, 1, "0"}, {0, 0, "0"}, {5, 1, "5"}, {0, 2, "0:1"}, {65534, 2, "65534:65535"},
+	} {
+		if got := queueNames(tc.first, tc.queues); got != tc.want {
+			t.Errorf("queueNames(%d, %d) = %q, want %q", tc.first, tc.queues, got, tc.want)
+		}
+	}
+}

@@ -210,7 +210,7 @@ func familyRules(v6 bool, spec ruleSpec) string {
 		// The kernel picks a queue by a hash of the address pair and
 		// protocol, so a source's TCP and UDP knocks may land on
 		// different queues; the engine shares their state.
-		queue = fmt.Sprintf("--queue-balance %d:%d", spec.queue, int(spec.queue)+spec.queues-1)
+		queue = "--queue-balance " + queueNames(spec.queue, spec.queues)
 	}
 	fo := spec.failOpen
 	var b strings.Builder

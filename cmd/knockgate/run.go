@@ -54,18 +54,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("failed to compile policy %s: %w", *config, err)
 	}
 	d := &daemon{log: logger, eng: eng, path: *config, pol: pol, dirty: make(chan struct{}, 1)}
-	if os.Getenv("GOMAXPROCS") == "" {
-		// Each queue reader spends most of its time in the kernel, and a
-		// reader back from a long system call must find a free P (Go's
-		// scheduler slot) before it can read again. With no more Ps than
-		// cores, the runtime may have handed the reader's P to another
-		// goroutine meanwhile, and packets wait while a core idles
-		// (measured: 2 queues drained 1.45x one queue at GOMAXPROCS=2 on
-		// 2 cores, 1.9x at 4). A P per reader, plus two for the rest of
-		// the daemon, keeps one free for every reader.
-		if n := pol.Queues + 2; runtime.GOMAXPROCS(0) < n {
-			runtime.GOMAXPROCS(n)
-		}
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
+		runtime.GOMAXPROCS(procsFor(pol.Queues, runtime.GOMAXPROCS(0)))
 	}
 	if len(pol.Doors) == 0 {
 		logger.Warn("the policy has no doors: every queued packet gets the unprotected verdict", "unprotected", pol.Unprotected.String())
@@ -166,14 +156,14 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		case <-ctx.Done():
 			return
 		}
-		logger.Info("knockgate ready", "queues", queueNames(pol), "metrics", pol.MetricsListen, "control_socket", pol.ControlSocket)
-		if err := sdNotify("READY=1\nSTATUS=deciding packets on queue " + queueNames(pol)); err != nil {
+		logger.Info("knockgate ready", "queues", queueNames(pol.Queue, pol.Queues), "metrics", pol.MetricsListen, "control_socket", pol.ControlSocket)
+		if err := sdNotify("READY=1\nSTATUS=deciding packets on queue " + queueNames(pol.Queue, pol.Queues)); err != nil {
 			logger.Warn("systemd notification failed", "err", err)
 		}
 		d.watchdog(ctx, runDone)
 	}()
 
-	logger.Info("knockgate starting", "version", version, "policy", *config, "queues", queueNames(pol),
+	logger.Info("knockgate starting", "version", version, "policy", *config, "queues", queueNames(pol.Queue, pol.Queues),
 		"doors", len(pol.Doors), "unprotected", pol.Unprotected.String())
 	// The first queue to fail (to bind, in practice) stops the others.
 	errs := make(chan error, len(qs))
@@ -208,12 +198,27 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// queueNames names the policy's queues as iptables does: "0", or "0:1".
-func queueNames(pol *rules.Policy) string {
-	if pol.Queues <= 1 {
-		return fmt.Sprint(pol.Queue)
+// procsFor is the GOMAXPROCS to run queues readers with, given the current
+// one. Each reader spends most of its time in the kernel, and a reader back
+// from a long system call (a verdict write for 64 packets runs their
+// reinjection, hundreds of µs) needs a free P, Go's scheduler slot, before
+// it reads again. With no more Ps than cores the runtime may have handed
+// the reader's P elsewhere, and packets wait while a core idles: two queues
+// on two cores drained 1.55x one queue at GOMAXPROCS=2 and 1.72x at 4, back
+// to back (make bench, drain mode). A P for every reader and two for the
+// rest of the daemon keep one free for each reader; never fewer than the
+// runtime's own choice.
+func procsFor(queues, current int) int {
+	return max(current, queues+2)
+}
+
+// queueNames names queues, first and the ones after it, as iptables does:
+// "0", or "0:1" for --queue-balance.
+func queueNames(first uint16, queues int) string {
+	if queues <= 1 {
+		return fmt.Sprint(first)
 	}
-	return fmt.Sprintf("%d:%d", pol.Queue, int(pol.Queue)+pol.Queues-1)
+	return fmt.Sprintf("%d:%d", first, int(first)+queues-1)
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
