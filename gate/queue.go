@@ -181,14 +181,23 @@ type Queue struct {
 // their verdicts are sent, when they are observed. pkt[i].Payload aliases
 // the receive buffer, which stays untouched until the next receive.
 type batch struct {
-	n       int
-	id      [maxBatch]uint32
-	v       [maxBatch]uint32 // nfAccept or nfDrop
-	mark    [maxBatch]uint32
-	setMark [maxBatch]bool
-	pkt     [maxBatch]verdict.Packet
-	dec     [maxBatch]verdict.Decision
-	took    [maxBatch]time.Duration
+	n    int
+	id   [maxBatch]uint32
+	mark [maxBatch]uint32 // what an accepted packet leaves with
+	pkt  [maxBatch]verdict.Packet
+	dec  [maxBatch]verdict.Decision
+	took [maxBatch]time.Duration
+	// Counted here and added to the Queue's counters once per batch.
+	accepted, malformed uint64
+}
+
+// verdictOf is the netfilter verdict for packet i, and whether it carries a
+// new mark: only accepted packets are marked, and only with an AcceptMask.
+func (q *Queue) verdictOf(i int) (v uint32, setMark bool) {
+	if q.batch.dec[i].Verdict == verdict.Accept {
+		return nfAccept, q.cfg.AcceptMask != 0
+	}
+	return nfDrop, false
 }
 
 // newQueue builds a Queue without a socket, for Open and for tests.
@@ -532,26 +541,21 @@ func (q *Queue) serve(id, mark uint32, b []byte) {
 	bt := &q.batch
 	i := bt.n
 	bt.n++
-	q.packets.Add(1)
 	p := &bt.pkt[i]
 	d := malformedDecision
 	var took time.Duration
 	if err := Parse(b, p); err != nil {
 		// No log line per packet: a flood of garbage must stay cheap.
-		q.malformed.Add(1)
+		bt.malformed++
 		*p = verdict.Packet{}
 	} else {
 		now := time.Now()
 		d = q.decider.Decide(*p, now)
 		took = time.Since(now)
 	}
-	bt.id[i], bt.dec[i], bt.took[i] = id, d, took
+	bt.id[i], bt.mark[i], bt.dec[i], bt.took[i] = id, q.acceptedMark(mark), d, took
 	if d.Verdict == verdict.Accept {
-		bt.v[i], bt.setMark[i], bt.mark[i] = nfAccept, q.cfg.AcceptMask != 0, q.acceptedMark(mark)
-		q.accepted.Add(1)
-	} else {
-		bt.v[i], bt.setMark[i], bt.mark[i] = nfDrop, false, mark
-		q.dropped.Add(1)
+		bt.accepted++
 	}
 }
 
@@ -568,13 +572,17 @@ func (q *Queue) flush() {
 	}
 	out := q.out[:0]
 	for i := 0; i < bt.n; {
+		v, setMark := q.verdictOf(i)
 		j := i
-		if !bt.setMark[i] {
-			for j+1 < bt.n && !bt.setMark[j+1] && bt.v[j+1] == bt.v[i] && bt.id[j+1] == bt.id[j]+1 {
+		if !setMark {
+			for j+1 < bt.n && bt.id[j+1] == bt.id[j]+1 {
+				if w, m := q.verdictOf(j + 1); w != v || m {
+					break
+				}
 				j++
 			}
 		}
-		out = appendVerdict(out, q.cfg.Queue, bt.id[j], bt.v[i], bt.mark[i], bt.setMark[i], j > i)
+		out = appendVerdict(out, q.cfg.Queue, bt.id[j], v, bt.mark[i], setMark, j > i)
 		i = j + 1
 	}
 	q.out = out
@@ -584,16 +592,18 @@ func (q *Queue) flush() {
 			q.log.Warn("failed to send verdicts", "err", err, "packets", bt.n, "verdict_errors", c)
 		}
 	}
-	if q.observe != nil {
-		for i := range bt.n {
+	q.packets.Add(uint64(bt.n))
+	q.accepted.Add(bt.accepted)
+	q.dropped.Add(uint64(bt.n) - bt.accepted)
+	q.malformed.Add(bt.malformed)
+	for i := range bt.n {
+		if q.observe != nil {
 			q.observe(bt.pkt[i], bt.dec[i], bt.took[i])
 		}
-	}
-	// Drop the payloads' references to the receive buffer.
-	for i := range bt.n {
+		// The payload aliases the receive buffer, about to be reused.
 		bt.pkt[i].Payload = nil
 	}
-	bt.n = 0
+	bt.n, bt.accepted, bt.malformed = 0, 0, 0
 }
 
 // acceptedMark is the mark an accepted packet leaves with, given the mark
