@@ -26,7 +26,7 @@ const (
 
 	nfnlSubsysQueue = 3 // NFNL_SUBSYS_QUEUE
 
-	nfqnlMsgPacket       = nfnlSubsysQueue<<8 | 0 // NFQNL_MSG_PACKET
+	nfqnlMsgPacket       = nfnlSubsysQueue << 8   // NFQNL_MSG_PACKET (0)
 	nfqnlMsgVerdict      = nfnlSubsysQueue<<8 | 1 // NFQNL_MSG_VERDICT
 	nfqnlMsgConfig       = nfnlSubsysQueue<<8 | 2 // NFQNL_MSG_CONFIG
 	nfqnlMsgVerdictBatch = nfnlSubsysQueue<<8 | 3 // NFQNL_MSG_VERDICT_BATCH
