@@ -586,16 +586,18 @@ func (q *Queue) flush() {
 		i = j + 1
 	}
 	q.out = out
+	// Counted before the verdicts leave: once a client sees its packet
+	// pass or vanish, Stats already includes it.
+	q.packets.Add(uint64(bt.n))
+	q.accepted.Add(bt.accepted)
+	q.dropped.Add(uint64(bt.n) - bt.accepted)
+	q.malformed.Add(bt.malformed)
 	q.sends.Add(1)
 	if err := q.send(out); err != nil {
 		if c := q.verdictErrors.Add(uint64(bt.n)); logWorthy(c) {
 			q.log.Warn("failed to send verdicts", "err", err, "packets", bt.n, "verdict_errors", c)
 		}
 	}
-	q.packets.Add(uint64(bt.n))
-	q.accepted.Add(bt.accepted)
-	q.dropped.Add(uint64(bt.n) - bt.accepted)
-	q.malformed.Add(bt.malformed)
 	for i := range bt.n {
 		if q.observe != nil {
 			q.observe(bt.pkt[i], bt.dec[i], bt.took[i])

@@ -309,6 +309,28 @@ func TestFlushBatches(t *testing.T) {
 
 // TestServeFullBatch serves more packets than a batch holds: the batch is
 // sent when full, so every packet still gets its verdict.
+// TestStatsCountBeforeVerdict: a caller that sees its packet pass or vanish
+// and then reads Stats finds it counted, because the counters move before
+// the verdicts are sent.
+func TestStatsCountBeforeVerdict(t *testing.T) {
+	q, k := testQueue(t, Config{}, &portDecider{accept: 8080})
+	var atSend []Stats
+	q.send = func(b []byte) error {
+		atSend = append(atSend, q.Stats())
+		k.apply(decodeVerdicts(t, b, 0))
+		return nil
+	}
+	k.serve(q, 1, 0, ipv4(6, src4, dst4, nil, tcp(40000, 8080, verdict.FlagSYN, nil, nil)))
+	k.serve(q, 2, 0, ipv4(6, src4, dst4, nil, tcp(40000, 1, verdict.FlagSYN, nil, nil)))
+	k.serve(q, 3, 0, []byte{0x45})
+	q.flush()
+	k.sent(1, 2, 3)
+	want := Stats{Packets: 3, Accepted: 1, Dropped: 2, Malformed: 1, Sends: 1}
+	if len(atSend) != 1 || atSend[0] != want {
+		t.Errorf("Stats while the verdicts were sent: %+v, want [%+v]", atSend, want)
+	}
+}
+
 func TestServeFullBatch(t *testing.T) {
 	q, k := testQueue(t, Config{}, &portDecider{accept: 8080})
 	var ids []uint32
