@@ -6,12 +6,14 @@
 //
 // # The per-packet path
 //
-// go-nfqueue opens the netlink socket (in another network namespace if
-// asked); the Queue binds it and runs the loop itself, because go-nfqueue's
-// reader decodes each message into fresh allocations and spends one system
-// call per verdict and two per receive. The loop blocks in one recvmmsg
-// that returns every message already queued (up to 64), decides each
-// packet, and sends all their verdicts in one write: a run of packets with
+// The Queue opens its netlink socket, binds the queue and runs the loop
+// itself, without go-nfqueue: its reader decodes each message into fresh
+// allocations and spends one system call per verdict and two per receive,
+// and the socket it opens sits in Go's network poller, whose thread the
+// kernel then wakes for every queued packet although nobody waits there.
+// The socket here is blocking and outside the poller. The loop blocks in
+// one recvmmsg that returns every message already queued (up to 64),
+// decides each packet, and sends all their verdicts in one write: a run of packets with
 // consecutive ids and the same verdict gets one NFQNL_MSG_VERDICT_BATCH.
 // When the queue is quiet a receive returns with the one packet there is,
 // so no packet waits for others. Messages are read and written in place in

@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
 
-	nfqueue "github.com/florianl/go-nfqueue/v2"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/knockgate/knockgate/verdict"
@@ -142,7 +141,7 @@ type Queue struct {
 	cfg     Config
 	log     *slog.Logger
 	observe func(verdict.Packet, verdict.Decision, time.Duration)
-	nf      *nfqueue.Nfqueue
+	sock    *os.File // nil for a Queue of the unit tests
 	ready   chan struct{}
 
 	// send hands the kernel a buffer of verdict messages in one system
@@ -249,23 +248,11 @@ func Open(cfg Config) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to open queue %d: %w", cfg.Queue, err)
 	}
-	// go-nfqueue opens the socket, in cfg.NetNS if asked. Its reader is
-	// not used: binding with it starts a goroutine that decodes every
-	// message into fresh allocations and answers with one system call per
-	// verdict, so Run binds and reads the socket itself.
-	// Queue length, copy range and flags go in the gate's own bind
-	// message (configMsg), not here.
-	nf, err := nfqueue.Open(&nfqueue.Config{NetNS: cfg.NetNS, NfQueue: cfg.Queue, AfFamily: syscall.AF_UNSPEC})
+	sock, err := openSocket(cfg.NetNS, q.cfg.ReadBuffer)
 	if err != nil {
 		return nil, fmt.Errorf("failed to open queue %d: %w", cfg.Queue, err)
 	}
-	// We leave NETLINK_NO_ENOBUFS off: the kernel's ENOBUFS is how we learn
-	// that it dropped messages for us, and Stats counts it.
-	if err := setReadBuffer(nf.Con, q.cfg.ReadBuffer); err != nil {
-		nf.Close()
-		return nil, fmt.Errorf("failed to open queue %d: failed to size receive buffer to %d bytes: %w", cfg.Queue, q.cfg.ReadBuffer, err)
-	}
-	q.nf = nf
+	q.sock = sock
 	return q, nil
 }
 
@@ -278,27 +265,6 @@ func Open(cfg Config) (*Queue, error) {
 func readBufferFor(n, copyRange uint32) int {
 	const maxBuffer = 1 << 30 // the kernel caps SO_RCVBUFFORCE at INT_MAX/2
 	return int(min(uint64(n)*(uint64(copyRange)+512), maxBuffer))
-}
-
-// setReadBuffer sets the receive buffer with SO_RCVBUFFORCE, which
-// CAP_NET_ADMIN (needed for the queue anyway) lets exceed
-// net.core.rmem_max. Should that fail, it falls back to SO_RCVBUF, which
-// the kernel silently caps at rmem_max.
-func setReadBuffer(c *netlink.Conn, n int) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, n)
-	}); err != nil {
-		return err
-	}
-	if serr == nil {
-		return nil
-	}
-	return c.SetReadBuffer(n)
 }
 
 // Ready is closed once Run has bound the queue and packets flow to us. It
@@ -318,7 +284,7 @@ func (q *Queue) Run(ctx context.Context, d Decider) error {
 		return fmt.Errorf("failed to run queue %d: no decider", q.cfg.Queue)
 	}
 	q.mu.Lock()
-	if q.closed || q.running || q.nf == nil {
+	if q.closed || q.running || q.sock == nil {
 		q.mu.Unlock()
 		return fmt.Errorf("failed to run queue %d: it is closed or already running", q.cfg.Queue)
 	}
@@ -332,7 +298,7 @@ func (q *Queue) Run(ctx context.Context, d Decider) error {
 	stopped := context.AfterFunc(ctx, func() { q.stop.Store(true) })
 	defer stopped()
 
-	rc, err := q.nf.Con.SyscallConn()
+	rc, err := q.sock.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("failed to run queue %d: %w", q.cfg.Queue, err)
 	}
@@ -360,11 +326,8 @@ func (q *Queue) Run(ctx context.Context, d Decider) error {
 // loop binds the queue on socket fd and serves it until q.stop. It returns
 // an error only if binding fails.
 func (q *Queue) loop(fd int) error {
-	// The socket is non-blocking for Go's poller; the loop waits in
-	// recvmmsg itself, with a timeout to notice q.stop.
-	if err := unix.SetNonblock(fd, false); err != nil {
-		return fmt.Errorf("failed to make socket blocking: %w", err)
-	}
+	// The socket is blocking (openSocket): the loop waits in recvmmsg
+	// itself, with a timeout to notice q.stop.
 	tv := unix.NsecToTimeval(recvTimeout.Nanoseconds())
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return fmt.Errorf("failed to set receive timeout: %w", err)
@@ -510,8 +473,8 @@ func (q *Queue) Close() error {
 
 func (q *Queue) closeSocket() error {
 	q.closeOnce.Do(func() {
-		if q.nf != nil {
-			q.closeErr = q.nf.Close()
+		if q.sock != nil {
+			q.closeErr = q.sock.Close()
 		}
 	})
 	return q.closeErr
