@@ -422,6 +422,11 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 		} else {
 			d.open = l
 			c.noDuplicates(name, l)
+			if len(l.ports) > verdict.MaxOpenPorts {
+				c.errorf(raw.Open.Expr.Range().Ptr(), &raw.Open.Range,
+					fmt.Sprintf("A grant records the ports it covers in 64 bits, so a door opens at most %d; split the rest into another door.", verdict.MaxOpenPorts),
+					"door %q opens %d ports", name, len(l.ports))
+			}
 		}
 	}
 	d.door.OpenFor = c.duration(fmt.Sprintf("door %q", name), raw.OpenFor, DefaultOpenFor)

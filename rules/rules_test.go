@@ -598,6 +598,30 @@ func TestParseLongSequence(t *testing.T) {
 	}
 }
 
+// A grant records the ports it covers in a 64-bit mask; a door opening more
+// would pass validate and then stop the daemon at start.
+func TestParseManyOpenPorts(t *testing.T) {
+	for _, n := range []int{verdict.MaxOpenPorts, verdict.MaxOpenPorts + 1} {
+		var b strings.Builder
+		b.WriteString("door \"many\" {\n  sequence = [\"udp/1\"]\n  open = [")
+		for i := range n {
+			fmt.Fprintf(&b, "\"tcp/%d\",", 100+i)
+		}
+		b.WriteString("]\n}\n")
+		p, err := Parse([]byte(b.String()), "t.hcl")
+		switch {
+		case n <= verdict.MaxOpenPorts && err != nil:
+			t.Errorf("%d ports: %v", n, err)
+		case n <= verdict.MaxOpenPorts:
+			if _, err := verdict.NewEngine(p.Policy, time.Unix(0, 0)); err != nil {
+				t.Errorf("%d ports: the engine refuses the policy: %v", n, err)
+			}
+		case err == nil || !strings.HasPrefix(err.Error(), `t.hcl:3:10: door "many" opens 65 ports`):
+			t.Errorf("%d ports gave %v", n, err)
+		}
+	}
+}
+
 func TestErrorWriteText(t *testing.T) {
 	src := "door \"ssh\" {\n  sequence = [\"tcp/7000\", \"tcp/0\"]\n  open     = [\"tcp/22\"]\n}\n"
 	_, err := Parse([]byte(src), "policy.hcl")
