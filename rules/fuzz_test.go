@@ -42,8 +42,8 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("door name %q repeated", d.Name)
 			}
 			names[d.Name] = true
-			if len(d.Sequence) == 0 || len(d.Open) == 0 {
-				t.Fatalf("door %q has sequence %v, open %v", d.Name, d.Sequence, d.Open)
+			if (len(d.Sequence) == 0 && d.SPA == nil && d.TOTP == nil) || len(d.Open) == 0 {
+				t.Fatalf("door %q has sequence %v, no spa or totp block, open %v", d.Name, d.Sequence, d.Open)
 			}
 			if d.SequenceTimeout <= 0 || d.OpenFor <= 0 {
 				t.Fatalf("door %q has sequence_timeout %v, open_for %v", d.Name, d.SequenceTimeout, d.OpenFor)
