@@ -16,11 +16,9 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
-)
 
-// DefaultControlSocket is where the daemon listens for operator commands.
-// systemd's RuntimeDirectory=knockgate creates its directory, mode 0700.
-const DefaultControlSocket = "/run/knockgate/knockgate.sock"
+	"github.com/knockgate/knockgate/rules"
+)
 
 // The control protocol is one JSON request line and one JSON response line
 // per connection: simple enough to drive with socat in an emergency.
@@ -225,7 +223,7 @@ func callControl(path string, req controlRequest) (*controlResponse, error) {
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", "[--socket PATH] [--json]",
 		"Show the running daemon's live grants per door, with source and time\nleft, and how many sources have a knock in progress.", stderr)
-	socket := fs.String("socket", DefaultControlSocket, "control socket `path` of the daemon")
+	socket := fs.String("socket", rules.DefaultControlSocket, "control socket `path` of the daemon")
 	asJSON := fs.Bool("json", false, "print the raw JSON report")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -264,7 +262,7 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) error {
 		"End a source's grant for a door at once. New connections from it are\ndropped; connections already open carry on.", stderr)
 	door := fs.String("door", "", "door `name`")
 	source := fs.String("source", "", "source `address` whose grant to end")
-	socket := fs.String("socket", DefaultControlSocket, "control socket `path` of the daemon")
+	socket := fs.String("socket", rules.DefaultControlSocket, "control socket `path` of the daemon")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -289,7 +287,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 		"Make the daemon re-read its policy, as SIGHUP does. Grants and knocks in\n"+
 			"progress of doors that still exist are kept. An invalid policy is\n"+
 			"refused with its diagnostics and the running policy stays.", stderr)
-	socket := fs.String("socket", DefaultControlSocket, "control socket `path` of the daemon")
+	socket := fs.String("socket", rules.DefaultControlSocket, "control socket `path` of the daemon")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -42,13 +42,9 @@ func cmdKnock(args []string, stdout, stderr io.Writer) error {
 	case *door != "" && len(rest) > 0:
 		return fmt.Errorf("give either --door or ports, not both")
 	case *door != "":
-		p, err := loadPolicy(*config, stderr)
+		d, err := policyDoor(*config, *door, stderr)
 		if err != nil {
 			return err
-		}
-		d, err := findDoor(p.Policy, *door)
-		if err != nil {
-			return fmt.Errorf("policy %s %w", *config, err)
 		}
 		seq, _ = doorSequence(d, *closeSeq, time.Now())
 		if len(seq) == 0 {
@@ -142,14 +138,18 @@ func doorSequence(d *verdict.Door, close bool, now time.Time) (seq []verdict.Por
 	return d.Sequence, time.Time{}
 }
 
-// findDoor returns the door of p named name.
-func findDoor(p verdict.Policy, name string) (*verdict.Door, error) {
+// policyDoor loads the policy at config and returns its door named name.
+func policyDoor(config, name string, stderr io.Writer) (*verdict.Door, error) {
+	p, err := loadPolicy(config, stderr)
+	if err != nil {
+		return nil, err
+	}
 	for i := range p.Doors {
 		if p.Doors[i].Name == name {
 			return &p.Doors[i], nil
 		}
 	}
-	return nil, fmt.Errorf("has no door %q", name)
+	return nil, fmt.Errorf("policy %s has no door %q", config, name)
 }
 
 func cmdSequence(args []string, stdout, stderr io.Writer) error {
@@ -168,13 +168,9 @@ func cmdSequence(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	p, err := loadPolicy(*config, stderr)
+	d, err := policyDoor(*config, *door, stderr)
 	if err != nil {
 		return err
-	}
-	d, err := findDoor(p.Policy, *door)
-	if err != nil {
-		return fmt.Errorf("policy %s %w", *config, err)
 	}
 	seq, until := doorSequence(d, false, time.Now())
 	if !until.IsZero() {

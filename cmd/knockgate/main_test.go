@@ -24,6 +24,7 @@ func runMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
 }
 
 func TestUsageAndExitCodes(t *testing.T) {
+	const minimal = "../../contrib/examples/minimal.hcl"
 	tests := []struct {
 		args []string
 		code int
@@ -40,6 +41,8 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{[]string{"knock", "192.0.2.1"}, 1, "no ports to knock on"},
 		{[]string{"knock", "192.0.2.1", "tcp/0"}, 1, `port "0" is not a number from 1 to 65535`},
 		{[]string{"knock", "--door", "ssh", "192.0.2.1", "tcp/1"}, 1, "either --door or ports"},
+		{[]string{"knock", "--door", "nope", "--config", minimal, "192.0.2.1"}, 1, `policy ` + minimal + ` has no door "nope"`},
+		{[]string{"sequence", "--door", "nope", "--config", minimal}, 1, `policy ` + minimal + ` has no door "nope"`},
 		{[]string{"rules", "--interface", "eth0;reboot"}, 1, "invalid --interface"},
 		{[]string{"rules", "--queue", "70000"}, 1, "invalid --queue 70000"},
 		{[]string{"rules", "--dnat", "tcp/2222"}, 2, "proto/port=address:port"},

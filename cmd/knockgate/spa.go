@@ -171,16 +171,11 @@ func cmdSPA(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// spaDoor loads the policy and returns the named door, which must have an
-// spa block.
+// spaDoor is policyDoor for a door that must have an spa block.
 func spaDoor(config, name string, stderr io.Writer) (*verdict.Door, error) {
-	p, err := loadPolicy(config, stderr)
+	d, err := policyDoor(config, name, stderr)
 	if err != nil {
 		return nil, err
-	}
-	d, err := findDoor(p.Policy, name)
-	if err != nil {
-		return nil, fmt.Errorf("policy %s %w", config, err)
 	}
 	if d.SPA == nil {
 		return nil, fmt.Errorf("door %q of policy %s has no spa block", name, config)
