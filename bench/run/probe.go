@@ -106,11 +106,12 @@ func probeConnect(args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
-// pct is the p-th percentile of sorted values (nearest rank).
-func pct(sorted []float64, p float64) float64 {
+// pct is the p-th percentile of sorted values by nearest rank: the
+// ceil(p/100 × n)-th value, as bench/knockopen reports its own.
+func pct(sorted []float64, p int) float64 {
 	if len(sorted) == 0 {
 		return 0
 	}
-	i := int(p/100*float64(len(sorted))+0.5) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
+	rank := (p*len(sorted) + 99) / 100
+	return sorted[max(1, min(rank, len(sorted)))-1]
 }
