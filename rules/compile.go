@@ -68,10 +68,11 @@ type rawDoor struct {
 	CloseSequence   *hcl.Attribute `hcl:"close_sequence,optional"`
 	AllowFrom       *hcl.Attribute `hcl:"allow_from,optional"`
 	MaxConnections  *hcl.Attribute `hcl:"max_connections,optional"`
-	TOTP            *struct {
+	// TOTP and SPA are decoded in two steps (totpBlock, spaBlock), which
+	// look up the blocks' own ranges (nestedRange).
+	TOTP *struct {
 		Body hcl.Body `hcl:",remain"`
 	} `hcl:"totp,block"`
-	// SPA is decoded in two steps (spaBlock), so its own range is known.
 	SPA *struct {
 		Body hcl.Body `hcl:",remain"`
 	} `hcl:"spa,block"`
@@ -272,7 +273,7 @@ func (c *compiler) gate(b *hcl.Block, p *Policy) {
 		}
 	}
 	if present(raw.FailOpen) {
-		if v, ok := c.boolean(raw.FailOpen, "fail_open"); ok {
+		if v, ok := c.boolean(raw.FailOpen, ""); ok {
 			p.FailOpen = v
 		}
 	}
@@ -325,14 +326,34 @@ func (c *compiler) metrics(b *hcl.Block, p *Policy) {
 	p.MetricsListen = s
 }
 
-// boolean reads a true/false setting.
-func (c *compiler) boolean(a *hcl.Attribute, what string) (bool, bool) {
+// boolean reads a true/false setting; of follows its name in the summary
+// (` of door "nas"`), or is empty.
+func (c *compiler) boolean(a *hcl.Attribute, of string) (bool, bool) {
 	v, d := a.Expr.Value(nil)
 	if d.HasErrors() || !v.IsKnown() || v.Type() != cty.Bool {
-		c.errorf(a.Expr.Range().Ptr(), &a.Range, what+" is true or false.", "%s is not a bool", what)
+		c.errorf(a.Expr.Range().Ptr(), &a.Range, a.Name+" is true or false.", "%s%s is not a bool", a.Name, of)
 		return false, false
 	}
 	return v.True(), true
+}
+
+// relative resolves a path in the policy (keys_file, secret_file) against
+// the policy file's directory, so a policy and its keys can move together.
+func (c *compiler) relative(path string) string {
+	if filepath.IsAbs(path) || c.dir == "" {
+		return path
+	}
+	return filepath.Join(c.dir, path)
+}
+
+// nestedRange is where door block b's nested block of type typ starts, for
+// a diagnostic about that block as a whole: gohcl keeps no block ranges.
+func nestedRange(b *hcl.Block, typ string) hcl.Range {
+	inner, _, d := b.Body.PartialContent(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: typ}}})
+	if d.HasErrors() || len(inner.Blocks) == 0 {
+		return b.DefRange
+	}
+	return inner.Blocks[0].DefRange
 }
 
 // path reads an absolute file path setting; empty is allowed only when
@@ -643,9 +664,9 @@ func (c *compiler) prefixes(door string, attr *hcl.Attribute) []netip.Prefix {
 	return out
 }
 
-// duration parses a duration attribute, falling back to def when it is unset
-// or invalid (an invalid one has been reported).
-// duration reads a duration setting of owner (`door "ssh"`, `penalty`).
+// duration reads a duration setting of owner (`door "ssh"`, `penalty`),
+// falling back to def when it is unset or invalid (an invalid one has been
+// reported).
 func (c *compiler) duration(owner string, attr *hcl.Attribute, def time.Duration) time.Duration {
 	d := def
 	if !present(attr) {

@@ -3,7 +3,6 @@ package rules
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -37,10 +36,7 @@ func (c *compiler) totpBlock(door string, b *hcl.Block, body hcl.Body) (*verdict
 	if diags.HasErrors() {
 		return nil, nil
 	}
-	blockRange := b.DefRange
-	if inner, _, d := b.Body.PartialContent(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "totp"}}}); !d.HasErrors() && len(inner.Blocks) > 0 {
-		blockRange = inner.Blocks[0].DefRange
-	}
+	blockRange := nestedRange(b, "totp")
 	ok := true
 	t := &verdict.TOTP{Step: DefaultTOTPStep, Length: DefaultTOTPLength}
 
@@ -62,16 +58,13 @@ func (c *compiler) totpBlock(door string, b *hcl.Block, body hcl.Body) (*verdict
 		if !sok {
 			return nil, nil
 		}
-		if !filepath.IsAbs(path) && c.dir != "" {
-			path = filepath.Join(c.dir, path)
-		}
 		secretRange = raw.SecretFile.Expr.Range().Ptr()
-		b, err := os.ReadFile(path)
+		text, err := os.ReadFile(c.relative(path))
 		if err != nil {
 			c.errorf(secretRange, nil, err.Error()+".", "failed to read secret_file of door %q", door)
 			return nil, nil
 		}
-		secret = parseSecretFile(b)
+		secret = parseSecretFile(text)
 	default:
 		c.errorf(blockRange.Ptr(), nil, "A totp block needs secret_base64 or secret_file; `knockgate keygen --kind totp` makes one.",
 			"door %q totp block has no secret", door)

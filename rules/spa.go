@@ -5,13 +5,11 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
-	"github.com/zclconf/go-cty/cty"
 
 	"github.com/knockgate/knockgate/verdict"
 	"github.com/knockgate/knockgate/verdict/spa"
@@ -33,10 +31,7 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 	if diags.HasErrors() {
 		return nil, nil
 	}
-	blockRange := b.DefRange
-	if inner, _, d := b.Body.PartialContent(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "spa"}}}); !d.HasErrors() && len(inner.Blocks) > 0 {
-		blockRange = inner.Blocks[0].DefRange
-	}
+	blockRange := nestedRange(b, "spa")
 	ok := true
 	s := &verdict.SPA{MaxAge: DefaultSPAMaxAge, Keys: spa.Keys{HMACDigest: spa.SHA256, Mode: spa.CBC}}
 
@@ -64,7 +59,7 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 			ok = false
 		} else if d, err := spa.ParseDigest(str); err != nil {
 			c.errorf(raw.HMACDigest.Expr.Range().Ptr(), &raw.HMACDigest.Range,
-				"The digests the fwknop client offers: md5, sha1, sha256, sha384, sha512, sha3_256, sha3_512.",
+				fmt.Sprintf("As the fwknop client's --hmac-digest-type: %v.", err),
 				"invalid hmac_digest %q in door %q", str, door)
 			ok = false
 		} else {
@@ -76,7 +71,7 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 			ok = false
 		} else if m, err := spa.ParseMode(str); err != nil {
 			c.errorf(raw.Mode.Expr.Range().Ptr(), &raw.Mode.Range,
-				"The modes the fwknop client offers: cbc (its default), ecb, cfb, ofb, ctr, legacy.",
+				fmt.Sprintf("As the fwknop client's --encryption-mode: %v.", err),
 				"invalid encryption_mode %q in door %q", str, door)
 			ok = false
 		} else {
@@ -91,13 +86,10 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 	s.MaxAge = c.duration(fmt.Sprintf("door %q", door), raw.MaxAge, DefaultSPAMaxAge)
 	s.MaxOpenFor = c.duration(fmt.Sprintf("door %q", door), raw.MaxOpenFor, 0)
 	if present(raw.AllowAnySource) {
-		v, d := raw.AllowAnySource.Expr.Value(nil)
-		if d.HasErrors() || v.Type() != cty.Bool || !v.IsKnown() {
-			c.errorf(raw.AllowAnySource.Expr.Range().Ptr(), &raw.AllowAnySource.Range,
-				"allow_any_source is true or false.", "allow_any_source of door %q is not a bool", door)
+		if v, bok := c.boolean(raw.AllowAnySource, fmt.Sprintf(" of door %q", door)); !bok {
 			ok = false
 		} else {
-			s.AnySource = v.True()
+			s.AnySource = v
 		}
 	}
 	if !ok {
@@ -123,9 +115,7 @@ func (c *compiler) spaKeys(door string, raw *rawSPA, block hcl.Range, keys *spa.
 		if !ok {
 			return false
 		}
-		if !filepath.IsAbs(path) && c.dir != "" {
-			path = filepath.Join(c.dir, path)
-		}
+		path = c.relative(path)
 		r := raw.KeysFile.Expr.Range().Ptr()
 		b, err := os.ReadFile(path)
 		if err != nil {
