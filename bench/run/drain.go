@@ -56,7 +56,6 @@ type drainResult struct {
 	PollEvery          float64 // µs, mean interval between polls
 	PollCPU            float64 // µs of the poller thread's CPU per poll
 	PollLastGap        float64 // µs between the last two polls: the bound on the end's error
-	PollerCores        float64 // poller CPU time / Seconds
 	// The whole machine over the drain, in seconds of CPU time (10 ms
 	// steps): busy (everything, the consumer included) and idle.
 	MachineBusy, MachineIdle float64
@@ -158,7 +157,6 @@ func (b *bench) drain(ctx context.Context, c consumer, fillPerQueue int, pollEve
 	}
 	res.Seconds, res.PerQueue, res.FirstVerdict = p.seconds, p.perQueue, p.first
 	res.Polls, res.PollEvery, res.PollCPU, res.PollLastGap = p.polls, p.every, p.cpu, p.lastGap
-	res.PollerCores = p.cpu * float64(p.polls) / 1e6 / res.Seconds
 	res.MachineBusy = float64(busy1-busy0) / userHZ
 	res.MachineIdle = float64(idle1-idle0) / userHZ
 	res.Rate = float64(res.filled()) / res.Seconds

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,7 +67,6 @@ type sysctl struct {
 }
 
 type lab struct {
-	dir      string // scratch: policies, logs
 	savePath string // the sysctls to restore, should we die unannounced
 
 	mu       sync.Mutex
@@ -168,8 +166,8 @@ func (l *lab) setGlobal(path, val string) error {
 	return os.WriteFile(path, []byte(val), 0o644)
 }
 
-func newLab(dir, self string) (*lab, error) {
-	l := &lab{dir: dir, savePath: filepath.Join(dir, "..", "kgb-sysctl-restore.json"), self: self}
+func newLab(savePath, self string) (*lab, error) {
+	l := &lab{savePath: savePath, self: self}
 	if err := l.setup(); err != nil {
 		l.teardown()
 		return nil, err

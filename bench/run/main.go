@@ -122,7 +122,8 @@ func orchestrate(o options) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	restoreStale(filepath.Join(buildDir, "kgb-sysctl-restore.json"))
+	savePath := filepath.Join(buildDir, "kgb-sysctl-restore.json")
+	restoreStale(savePath)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -183,7 +184,7 @@ func orchestrate(o options) int {
 	// The lab, torn down on every way out of this function; a second
 	// signal, or a run that will not stop, still gets it torn down.
 	step("lab: namespaces %s, %s", nsClient, nsGW)
-	l, err := newLab(scratch, self)
+	l, err := newLab(savePath, self)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lab:", err)
 		return 1

@@ -260,13 +260,11 @@ type genSpec struct {
 	CPUs    string
 }
 
-// genResult is loadgen's JSON.
+// genResult is what the bench reads of loadgen's JSON.
 type genResult struct {
 	Sent    int     `json:"sent"`
 	Seconds float64 `json:"seconds"`
 	Rate    float64 `json:"rate"`
-	Target  int     `json:"target_rate"`
-	Stopped string  `json:"stopped"`
 }
 
 func (b *bench) loadgenRun(ctx context.Context, g genSpec) (genResult, error) {
@@ -280,17 +278,23 @@ func (b *bench) loadgenRun(ctx context.Context, g genSpec) (genResult, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.Max+10*time.Second)
 	defer cancel()
-	cmd := procCmd(ctx, nsClient, g.CPUs, b.loadgen, args...)
+	var r genResult
+	err := runJSON(procCmd(ctx, nsClient, g.CPUs, b.loadgen, args...), "loadgen", &r)
+	return r, err
+}
+
+// runJSON runs cmd, one of the bench's programs that print one JSON
+// object, and decodes what it printed into v.
+func runJSON(cmd *exec.Cmd, what string, v any) error {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return genResult{}, fmt.Errorf("loadgen: %v: %s", err, strings.TrimSpace(errb.String()))
+		return fmt.Errorf("%s: %w: %s", what, err, strings.TrimSpace(errb.String()))
 	}
-	var r genResult
-	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
-		return genResult{}, fmt.Errorf("loadgen output %q: %v", out.String(), err)
+	if err := json.Unmarshal(out.Bytes(), v); err != nil {
+		return fmt.Errorf("%s output %q: %w", what, out.String(), err)
 	}
-	return r, nil
+	return nil
 }
 
 // tputResult is one throughput trial.
@@ -488,13 +492,8 @@ func (b *bench) latency(ctx context.Context, c *consumer, n int) (latencyResult,
 	defer cancel()
 	cmd := procCmd(ctx, nsClient, b.genCPU, b.lab.self, "probe-connect",
 		"-dst", fmt.Sprintf("%s:%d", gwAddr4, listenPort), "-n", strconv.Itoa(n), "-max", "30s")
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return latencyResult{}, fmt.Errorf("probe-connect: %v: %s", err, strings.TrimSpace(errb.String()))
-	}
 	var res latencyResult
-	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+	if err := runJSON(cmd, "probe-connect", &res); err != nil {
 		return latencyResult{}, err
 	}
 	if res.N == 0 {
