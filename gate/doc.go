@@ -23,7 +23,6 @@
 //
 // Opening and binding a queue needs CAP_NET_ADMIN in the network namespace
 // that owns the queue (nfnetlink_queue checks it on every config message).
-// Entering another namespace through Config.NetNS needs CAP_SYS_ADMIN too.
 //
 // # When the gate is not running
 //

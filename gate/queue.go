@@ -65,10 +65,6 @@ type Config struct {
 	// (net.core.rmem_default, often 208 KiB) about 256 packets of 256 bytes
 	// fit, and the kernel drops the rest and reports ENOBUFS.
 	ReadBuffer int
-	// NetNS, when not 0, is an open file descriptor of the network namespace
-	// to bind the queue in (such as /var/run/netns/NAME); 0 means the
-	// caller's own namespace.
-	NetNS int
 	// Logger receives the queue's rare events; nil discards them.
 	Logger *slog.Logger
 	// Observe, when set, is called for every packet after its verdict was
@@ -243,13 +239,15 @@ func newQueue(cfg Config) (*Queue, error) {
 const maxCopyRange = 0xffff
 
 // Open opens a netlink socket for queue cfg.Queue. The queue is not bound,
-// and the kernel sends it nothing, until Run.
+// and the kernel sends it nothing, until Run. It is a queue of the network
+// namespace the calling thread is in, as the socket is; to serve another
+// namespace's, call Open on a thread switched into it.
 func Open(cfg Config) (*Queue, error) {
 	q, err := newQueue(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("failed to open queue %d: %w", cfg.Queue, err)
 	}
-	sock, err := openSocket(cfg.NetNS, q.cfg.ReadBuffer)
+	sock, err := openSocket(q.cfg.ReadBuffer)
 	if err != nil {
 		return nil, fmt.Errorf("failed to open queue %d: %w", cfg.Queue, err)
 	}

@@ -445,16 +445,15 @@ func stalledBurst(t *testing.T, cfg Config, burst int) Stats {
 // stop is called; Run's result arrives on the channel.
 func startQueue(t *testing.T, ns string, cfg Config, d Decider) (*Queue, <-chan error, context.CancelFunc) {
 	t.Helper()
-	nsFile, err := os.Open("/var/run/netns/" + ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nsFile.Close() })
-
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg.Queue, cfg.NetNS, cfg.Logger = testQueueNum, int(nsFile.Fd()), log
-	q, err := Open(cfg)
-	if err != nil {
+	cfg.Queue, cfg.Logger = testQueueNum, log
+	// Opened in ns, the socket serves ns's queue wherever Run reads it.
+	var q *Queue
+	if err := netns.Do(ns, func() error {
+		var err error
+		q, err = Open(cfg)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

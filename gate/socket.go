@@ -5,13 +5,11 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/knockgate/knockgate/internal/netns"
 )
 
 // openSocket opens a NETLINK_NETFILTER socket in the network namespace
-// open as netnsFD (0: the caller's own), bound to a port the kernel
-// picks, and sized to hold readBuffer bytes of queued messages.
+// of the calling thread, bound to a port the kernel picks, and sized to
+// hold readBuffer bytes of queued messages.
 //
 // The socket is blocking and kept out of Go's network poller on purpose.
 // A socket in the poller's epoll set wakes the poller's thread for every
@@ -19,24 +17,10 @@ import (
 // traced with sched events on Linux 6.18, every packet woke a second
 // thread of the daemon beside the reader. os.NewFile registers only
 // non-blocking descriptors, so the blocking one here stays out.
-func openSocket(netnsFD, readBuffer int) (*os.File, error) {
-	var fd int
-	open := func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
-		if err != nil {
-			return fmt.Errorf("failed to open netlink socket: %w", err)
-		}
-		return nil
-	}
-	var err error
-	if netnsFD != 0 {
-		err = netns.DoFD(netnsFD, open)
-	} else {
-		err = open()
-	}
+func openSocket(readBuffer int) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("failed to open netlink socket: %w", err)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		unix.Close(fd)

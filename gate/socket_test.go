@@ -22,7 +22,7 @@ func TestSocketOutsidePoller(t *testing.T) {
 	defer w.Close()
 	pipeFD := rawFD(t, r)
 
-	f, err := openSocket(0, 1<<16)
+	f, err := openSocket(1 << 16)
 	if err != nil {
 		t.Fatal(err)
 	}

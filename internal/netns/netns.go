@@ -1,9 +1,7 @@
-// Package netns runs code inside a network namespace, named (one that
-// `ip netns add` created under /run/netns) or open as a file descriptor.
-// It serves the kernel tests and the benchmarks, which dial and listen
-// from inside the namespaces of their labs, and gate, which opens its
-// socket in the namespace Config.NetNS names; the daemon itself never
-// changes namespace.
+// Package netns runs code inside a named network namespace, one that `ip
+// netns add` created under /run/netns. It serves the kernel tests and the
+// benchmarks, which dial, listen and open queues from inside the
+// namespaces of their labs; the daemon itself never changes namespace.
 package netns
 
 import (
@@ -14,24 +12,18 @@ import (
 )
 
 // Do runs f on an OS thread switched into namespace name, and returns f's
-// error, as DoFD does.
+// error. Sockets f opens stay in that namespace for their lifetime. The
+// thread is switched back afterwards and returned to Go's pool; if that
+// fails, it stays locked, and Go retires it when the goroutine ends rather
+// than reuse a thread in the wrong namespace. Retiring a thread is not
+// free of side effects: child processes started with Pdeathsig from it
+// would be killed, which is why Do switches back whenever it can.
 func Do(name string, f func() error) error {
 	target, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("failed to open network namespace %s: %w", name, err)
 	}
 	defer unix.Close(target)
-	return DoFD(target, f)
-}
-
-// DoFD runs f on an OS thread switched into the network namespace open as
-// fd, and returns f's error. The thread is switched back afterwards and
-// returned to Go's pool; if that fails, it stays locked, and Go retires it
-// when the goroutine ends rather than reuse a thread in the wrong
-// namespace. Retiring a thread is not free of side effects: child
-// processes started with Pdeathsig from it would be killed, which is why
-// DoFD switches back whenever it can.
-func DoFD(fd int, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -41,13 +33,13 @@ func DoFD(fd int, f func() error) error {
 			return
 		}
 		defer unix.Close(orig)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("failed to enter network namespace (fd %d): %w", fd, err)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("failed to enter network namespace %s: %w", name, err)
 			return
 		}
 		ferr := f()
 		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("failed to leave network namespace (fd %d): %w", fd, err)
+			errc <- fmt.Errorf("failed to leave network namespace %s: %w", name, err)
 			return
 		}
 		runtime.UnlockOSThread()
