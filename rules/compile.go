@@ -400,19 +400,13 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 
 	if !present(raw.Sequence) && raw.SPA == nil && raw.TOTP == nil {
 		c.errorf(b.DefRange.Ptr(), nil,
-			`A door opens for a sequence of knocks, such as sequence = ["tcp/7000", "udp/8000", "tcp/9000"], or for an spa block.`,
+			`A door opens for a sequence of knocks, such as sequence = ["tcp/7000", "udp/8000", "tcp/9000"], or for a totp or spa block.`,
 			"door %q has no sequence", name)
 	} else if !present(raw.Sequence) || raw.TOTP != nil {
 		// An SPA or TOTP door needs no sequence.
-	} else if l, ok := c.ports(name, raw.Sequence); ok {
-		if len(l.ports) == 0 {
-			c.errorf(raw.Sequence.Expr.Range().Ptr(), &raw.Sequence.Range,
-				"A door with no knocks would open for anyone; list at least one knock.",
-				"door %q has an empty sequence", name)
-		} else {
-			d.seq = l
-			c.notTooLong(name, l)
-		}
+	} else if d.seq = c.nonEmpty(name, raw.Sequence, "sequence",
+		"A door with no knocks would open for anyone; list at least one knock."); d.seq != nil {
+		c.notTooLong(name, d.seq)
 	}
 	d.door.SequenceTimeout = c.duration(fmt.Sprintf("door %q", name), raw.SequenceTimeout, DefaultSequenceTimeout)
 
@@ -435,19 +429,13 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 		c.errorf(b.DefRange.Ptr(), nil,
 			`A door opens protected ports for a source that knocks, such as open = ["tcp/22"].`,
 			"door %q has no open list", name)
-	} else if l, ok := c.ports(name, raw.Open); ok {
-		if len(l.ports) == 0 {
+	} else if d.open = c.nonEmpty(name, raw.Open, "open list",
+		"A door that opens nothing protects nothing; list the ports it opens."); d.open != nil {
+		c.noDuplicates(name, d.open)
+		if len(d.open.ports) > verdict.MaxOpenPorts {
 			c.errorf(raw.Open.Expr.Range().Ptr(), &raw.Open.Range,
-				"A door that opens nothing protects nothing; list the ports it opens.",
-				"door %q has an empty open list", name)
-		} else {
-			d.open = l
-			c.noDuplicates(name, l)
-			if len(l.ports) > verdict.MaxOpenPorts {
-				c.errorf(raw.Open.Expr.Range().Ptr(), &raw.Open.Range,
-					fmt.Sprintf("A grant records the ports it covers in 64 bits, so a door opens at most %d; split the rest into another door.", verdict.MaxOpenPorts),
-					"door %q opens %d ports", name, len(l.ports))
-			}
+				fmt.Sprintf("A grant records the ports it covers in 64 bits, so a door opens at most %d; split the rest into another door.", verdict.MaxOpenPorts),
+				"door %q opens %d ports", name, len(d.open.ports))
 		}
 	}
 	d.door.OpenFor = c.duration(fmt.Sprintf("door %q", name), raw.OpenFor, DefaultOpenFor)
@@ -466,6 +454,21 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 		d.door.Open = d.open.ports
 	}
 	return d
+}
+
+// nonEmpty parses a port list that must name at least one port, what in
+// the summary; nil when it is invalid or empty (reported), so the checks
+// across doors skip it.
+func (c *compiler) nonEmpty(door string, attr *hcl.Attribute, what, detail string) *portList {
+	l, ok := c.ports(door, attr)
+	if !ok {
+		return nil
+	}
+	if len(l.ports) == 0 {
+		c.errorf(attr.Expr.Range().Ptr(), &attr.Range, detail, "door %q has an empty %s", door, what)
+		return nil
+	}
+	return l
 }
 
 // maxKnocks is the longest sequence the engine takes: it counts a source's
