@@ -35,10 +35,11 @@
 //
 // # Listening
 //
-// [DefaultListen] is 127.0.0.1:8789. Loopback, because the endpoint reveals
-// the policy's door names and when doors open, which is not for every host
-// on the network: an operator who wants remote scraping says so with an
-// explicit address. Port 8789 lies outside 9100-9999, the range where
+// The address comes from the policy, whose default (rules.DefaultMetricsListen)
+// is 127.0.0.1:8789. Loopback, because the endpoint reveals the policy's
+// door names and when doors open, which is not for every host on the
+// network: an operator who wants remote scraping says so with an explicit
+// address. Port 8789 lies outside 9100-9999, the range where
 // Prometheus exporters customarily take their ports, so it does not collide
 // with node_exporter (9100) or the like on a gateway that already runs
 // them.

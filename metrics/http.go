@@ -13,11 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// DefaultListen is where the endpoint listens unless told otherwise: on
-// loopback, and outside 9100-9999, where exporters crowd (see the package
-// doc).
-const DefaultListen = "127.0.0.1:8789"
-
 // Handler serves /metrics from the registry, /-/healthy (200 while the
 // process answers at all) and /-/ready (200 when ready reports true, 503
 // otherwise; a nil ready is always ready).
