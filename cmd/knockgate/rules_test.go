@@ -191,29 +191,41 @@ func TestPortRanges(t *testing.T) {
 	}
 }
 
-// contrib/iptables/rules.failopen.v4 and .v6 end with exactly what the
-// binary prints for the sample policy next to them, so they cannot rot.
-func TestFailOpenExamplesCurrent(t *testing.T) {
+// The example rules in contrib/iptables end with exactly what the binary
+// prints (each section after its marker line), so they cannot rot:
+// rules.v4 and .v6 with the defaults, rules.failopen.v4 and .v6 for the
+// sample policy next to them.
+func TestIptablesExamplesCurrent(t *testing.T) {
 	t.Chdir("../..") // the paths in the files are from the top of the tree
-	code, out, errOut := runMain(t, "rules", "--config", "contrib/iptables/failopen.hcl", "--interface", "wan0",
-		"--dnat", "tcp/2222=192.0.2.10:22", "--dnat", "tcp/2222=[2001:db8:2::10]:22")
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut)
-	}
-	i := strings.Index(out, "# ---- ip6tables-restore --noflush ----")
-	if i < 0 {
-		t.Fatalf("no IPv6 section:\n%s", out)
-	}
-	for file, want := range map[string]string{
-		"contrib/iptables/rules.failopen.v4": out[:i],
-		"contrib/iptables/rules.failopen.v6": out[i:],
+	for _, tt := range []struct {
+		args   []string
+		v4, v6 string
+	}{
+		{nil, "contrib/iptables/rules.v4", "contrib/iptables/rules.v6"},
+		{
+			[]string{"--config", "contrib/iptables/failopen.hcl", "--interface", "wan0",
+				"--dnat", "tcp/2222=192.0.2.10:22", "--dnat", "tcp/2222=[2001:db8:2::10]:22"},
+			"contrib/iptables/rules.failopen.v4", "contrib/iptables/rules.failopen.v6",
+		},
 	} {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
+		code, out, errOut := runMain(t, append([]string{"rules"}, tt.args...)...)
+		if code != 0 {
+			t.Fatalf("rules %v: exit %d: %s", tt.args, code, errOut)
 		}
-		if !strings.HasSuffix(string(b), want) {
-			t.Errorf("%s does not end with the rules knockgate prints now; regenerate it:\n%s", file, want)
+		v4, v6, ok := strings.Cut(out, "# ---- ip6tables-restore --noflush ----\n")
+		if !ok {
+			t.Fatalf("no IPv6 section:\n%s", out)
+		}
+		_, v4, _ = strings.Cut(v4, "\n") // past the iptables marker
+		for file, want := range map[string]string{tt.v4: v4, tt.v6: v6} {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasSuffix(string(b), want) {
+				t.Errorf("%s does not end with the rules knockgate rules %v prints now; regenerate it:\n%s",
+					file, strings.Join(tt.args, " "), want)
+			}
 		}
 	}
 }
