@@ -46,13 +46,23 @@ type report struct {
 	knockopenErr error
 }
 
-func (r *report) row(name string) *row {
-	for _, x := range r.tput {
+// named is the row of rows called name, or nil.
+func named(rows []*row, name string) *row {
+	for _, x := range rows {
 		if x.Name == name {
 			return x
 		}
 	}
 	return nil
+}
+
+// medianOf is the median of f over the row of rows called name, 0 when
+// there is no such row.
+func medianOf(rows []*row, name string, f func(trial) float64) float64 {
+	if x := named(rows, name); x != nil {
+		return x.med(f)
+	}
+	return 0
 }
 
 func machineInfo() []string {
@@ -264,18 +274,9 @@ func passIf(ok bool) string {
 	return "MISS"
 }
 
-func (r *report) latencyRow(name string) *row {
-	for _, x := range r.latency {
-		if x.Name == name {
-			return x
-		}
-	}
-	return nil
-}
-
 // added is a consumer's median latency figure minus the no-queue one.
 func (r *report) added(name string, f func(trial) float64) (float64, bool) {
-	base, c := r.latencyRow("no queue"), r.latencyRow(name)
+	base, c := named(r.latency, "no queue"), named(r.latency, name)
 	if base == nil || c == nil || len(base.ok()) == 0 || len(c.ok()) == 0 {
 		return 0, false
 	}
@@ -284,46 +285,22 @@ func (r *report) added(name string, f func(trial) float64) (float64, bool) {
 
 func (r *report) targets() []target {
 	var ts []target
-	rate := func(name string) float64 {
-		if x := r.row(name); x != nil {
-			return x.med(rateOf)
-		}
-		return 0
-	}
-	kg, rg, rc := rate("knockgate"), rate("refgo"), rate("refc")
-	var kgCPU float64
-	kgSat := true
-	if x := r.row("knockgate"); x != nil {
-		kgCPU = x.med(cpuOf)
-		sat := 0
-		for _, t := range x.ok() {
-			if t.T.Saturated {
-				sat++
-			}
-		}
-		kgSat = sat*2 > len(x.ok())
-	}
-	refCPU := func(v float64) float64 {
-		for _, n := range []string{"refgo", "refc"} {
-			if x := r.row(n); x != nil && x.med(rateOf) == v {
-				return x.med(cpuOf)
-			}
-		}
-		return 0
-	}
-	thr := func(what string, ref, want float64) {
-		if kg == 0 || ref == 0 {
+	kg := medianOf(r.tput, "knockgate", rateOf)
+	thr := func(what, ref string, want float64) {
+		rr := medianOf(r.tput, ref, rateOf)
+		if kg == 0 || rr == 0 {
 			ts = append(ts, target{what, "not measured", "n/a"})
 			return
 		}
-		m := fmt.Sprintf("%s (%s vs %s verdicts/s; CPU per packet %.2f vs %.2f µs)", ratio(kg, ref), kpps(kg), kpps(ref), kgCPU, refCPU(ref))
-		if !kgSat {
+		m := fmt.Sprintf("%s (%s vs %s verdicts/s; CPU per packet %.2f vs %.2f µs)", ratio(kg, rr), kpps(kg), kpps(rr),
+			medianOf(r.tput, "knockgate", cpuOf), medianOf(r.tput, ref, cpuOf))
+		if !named(r.tput, "knockgate").mostlySaturated() {
 			m += "; knockgate was mostly not saturated (generator-bound), so its rate is a lower bound"
 		}
-		ts = append(ts, target{what, m, passIf(kg/ref >= want)})
+		ts = append(ts, target{what, m, passIf(kg/rr >= want)})
 	}
-	thr("throughput ≥ 0.9 × refgo (go-nfqueue)", rg, 0.9)
-	thr("throughput ≥ 0.8 × refc (libnetfilter_queue, issue 7)", rc, 0.8)
+	thr("throughput ≥ 0.9 × refgo (go-nfqueue)", "refgo", 0.9)
+	thr("throughput ≥ 0.8 × refc (libnetfilter_queue, issue 7)", "refc", 0.8)
 	lat := func(what, ref string) {
 		a, ok1 := r.added("knockgate", p99Of)
 		b, ok2 := r.added(ref, p99Of)
@@ -377,32 +354,12 @@ func (r *report) targets() []target {
 	return ts
 }
 
-// drainRow is the drain-mode row of kind on n queues.
-func (r *report) drainRow(kind string, n int) *row {
-	name := consumer{Kind: kind, Queues: n}.String()
-	for _, x := range r.drain {
-		if x.Name == name {
-			return x
-		}
-	}
-	return nil
-}
-
+// drainRate is the median drain-mode rate of kind on n queues.
 func (r *report) drainRate(kind string, n int) float64 {
-	if x := r.drainRow(kind, n); x != nil {
-		return x.med(drainOf)
-	}
-	return 0
+	return medianOf(r.drain, consumer{Kind: kind, Queues: n}.String(), drainOf)
 }
 
-func (r *report) scalingRate(name string) float64 {
-	for _, x := range r.scaling {
-		if x.Name == name {
-			return x.med(rateOf)
-		}
-	}
-	return 0
-}
+func (r *report) scalingRate(name string) float64 { return medianOf(r.scaling, name, rateOf) }
 
 // drainSection writes section 5's drain-mode table.
 func (r *report) drainSection(sb *strings.Builder) {
@@ -483,12 +440,7 @@ func (r *report) targetTable(sb *strings.Builder) {
 }
 
 func tputTable(sb *strings.Builder, rows []*row, ref string) {
-	refRate := 0.0
-	for _, x := range rows {
-		if x.Name == ref {
-			refRate = x.med(rateOf)
-		}
-	}
+	refRate := medianOf(rows, ref, rateOf)
 	fmt.Fprintf(sb, "| consumer | verdicts/s (median) | per round | vs %s | offered (loadgen) | saturated | queue_dropped | loss | consumer CPU per packet |\n|---|---|---|---|---|---|---|---|---|\n", ref)
 	var bound []string
 	for _, x := range rows {
@@ -518,7 +470,7 @@ func tputTable(sb *strings.Builder, rows []*row, ref string) {
 		}
 		fmt.Fprintf(sb, "| %s | **%s** | %s | %s | %s/s | %d of %d | %s | %s | %.2f µs |\n", name, kpps(x.med(rateOf)), strings.Join(per, ", "),
 			ratio(x.med(rateOf), refRate), kpps(x.med(genOf)), sat, len(ok), drops, pctS(x.med(lossOf)), x.med(cpuOf))
-		if sat*2 <= len(ok) {
+		if !x.mostlySaturated() {
 			bound = append(bound, x.Name)
 		}
 	}
@@ -583,7 +535,7 @@ func (r *report) markdown() string {
 			"Verdicts/s = packets the kernel queued to the consumer (`id_sequence` − `user_dropped` in /proc/net/netfilter/nfnetlink_queue) over the time they kept coming; "+
 			"loss = 1 − that / sent. A consumer that falls behind shows queue_dropped (mean per trial).\n\n", o.window, o.genCPU, o.consCPU)
 		tputTable(&sb, r.tput, "refgo")
-		kg, rg, rc := r.row("knockgate"), r.row("refgo"), r.row("refc")
+		kg, rg, rc := named(r.tput, "knockgate"), named(r.tput, "refgo"), named(r.tput, "refc")
 		if kg != nil && rg != nil && rc != nil {
 			fmt.Fprintf(&sb, "\nknockgate / refgo = %s, knockgate / refc = %s, refgo / refc = %s.\n",
 				ratio(kg.med(rateOf), rg.med(rateOf)), ratio(kg.med(rateOf), rc.med(rateOf)), ratio(rg.med(rateOf), rc.med(rateOf)))
@@ -695,10 +647,8 @@ func (r *report) summary() string {
 	var sb strings.Builder
 	sb.WriteString("knockgate bench summary\n\n")
 	var rows [][2]string
-	if len(r.tput) > 0 {
-		for _, x := range r.tput {
-			rows = append(rows, [2]string{"throughput " + x.Name, kpps(x.med(rateOf)) + " verdicts/s"})
-		}
+	for _, x := range r.tput {
+		rows = append(rows, [2]string{"throughput " + x.Name, kpps(x.med(rateOf)) + " verdicts/s"})
 	}
 	for _, s := range r.sustain {
 		rows = append(rows, [2]string{"sustainable " + s.Name, kpps(s.Best) + "/s"})

@@ -51,3 +51,32 @@ func TestMicroRange(t *testing.T) {
 		t.Error("microRange found a unit no benchmark reported")
 	}
 }
+
+// The throughput targets compare knockgate with each reference by name:
+// its rate and its CPU per packet, and say when knockgate's rate was
+// only a lower bound.
+func TestThroughputTargets(t *testing.T) {
+	tp := func(rate, cpu float64, sat bool) trial {
+		return trial{T: tputResult{Rate: rate, CPUPerVerdict: cpu, Saturated: sat}}
+	}
+	r := &report{tput: []*row{
+		{Name: "refgo", Trials: []trial{tp(60e3, 17, true), tp(70e3, 17, true), tp(65e3, 17, true)}},
+		{Name: "knockgate", Trials: []trial{tp(150e3, 6, false), tp(160e3, 6, true), tp(155e3, 6, false)}},
+		{Name: "refc", Trials: []trial{tp(120e3, 8, true), tp(125e3, 8, true), tp(130e3, 8, true)}},
+	}}
+	want := map[string]string{
+		"throughput ≥ 0.9 × refgo (go-nfqueue)":                 "2.38× (155.0k vs 65.0k verdicts/s; CPU per packet 6.00 vs 17.00 µs); knockgate was mostly not saturated (generator-bound), so its rate is a lower bound",
+		"throughput ≥ 0.8 × refc (libnetfilter_queue, issue 7)": "1.24× (155.0k vs 125.0k verdicts/s; CPU per packet 6.00 vs 8.00 µs); knockgate was mostly not saturated (generator-bound), so its rate is a lower bound",
+	}
+	for _, tg := range r.targets() {
+		if w, ok := want[tg.What]; ok {
+			if tg.Measured != w || tg.Pass != "pass" {
+				t.Errorf("%s: %q, %s; want %q, pass", tg.What, tg.Measured, tg.Pass, w)
+			}
+			delete(want, tg.What)
+		}
+	}
+	for w := range want {
+		t.Errorf("no target %q", w)
+	}
+}

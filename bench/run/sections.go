@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// trial is one measured trial of a row: a throughput result or a latency
+// trial is one measured trial of a row: a throughput, latency or drain
 // result, or the error that stopped it.
 type trial struct {
 	T   tputResult
@@ -34,6 +34,22 @@ func (r *row) ok() []trial {
 		}
 	}
 	return t
+}
+
+// mostlySaturated reports whether the kernel dropped at the queue in
+// more than half of the row's good trials: the consumer, not the
+// generator, set the rate. false for a missing row.
+func (r *row) mostlySaturated() bool {
+	if r == nil {
+		return false
+	}
+	ok, sat := r.ok(), 0
+	for _, t := range ok {
+		if t.T.Saturated {
+			sat++
+		}
+	}
+	return sat*2 > len(ok)
 }
 
 func (r *row) firstErr() error {
@@ -111,32 +127,22 @@ func measure(ctx context.Context, o options, b *bench, rep *report, step func(st
 
 	// 2. Flat-out throughput, alternating consumers each round.
 	if !o.skipped("throughput") {
-		rows := map[string]*row{}
-		var order []string
-		add := func(name, note string) *row {
-			if r, ok := rows[name]; ok {
-				return r
-			}
-			r := &row{Name: name, Note: note}
-			rows[name] = r
-			order = append(order, name)
-			return r
+		var rows []*row
+		for _, c := range consumers {
+			rows = append(rows, &row{Name: c.Kind, Note: "accepts: SYNs to an unprotected port"})
 		}
+		drop := &row{Name: "knockgate-drop", Note: "drops: SYNs to a protected port, no grant"}
 		for round := 1; round <= o.rounds && ctx.Err() == nil; round++ {
-			for _, c := range consumers {
+			for i, c := range consumers {
 				step("section 2: round %d/%d, %s, flat out to tcp/%d", round, o.rounds, c, openPort)
-				r := add(c.Kind, "accepts: SYNs to an unprotected port")
 				t, err := b.throughput(ctx, c, steerQueue0, pinned(openPort), nil)
-				r.Trials = append(r.Trials, trial{T: t, Err: err})
+				rows[i].Trials = append(rows[i].Trials, trial{T: t, Err: err})
 			}
 			step("section 2: round %d/%d, knockgate, flat out to protected tcp/%d", round, o.rounds, protectedPort)
-			r := add("knockgate-drop", "drops: SYNs to a protected port, no grant")
 			t, err := b.throughput(ctx, kg1, steerQueue0, pinned(protectedPort), nil)
-			r.Trials = append(r.Trials, trial{T: t, Err: err})
+			drop.Trials = append(drop.Trials, trial{T: t, Err: err})
 		}
-		for _, n := range order {
-			rep.tput = append(rep.tput, rows[n])
-		}
+		rep.tput = append(rows, drop)
 	}
 
 	// 2b. Sustainable rate: bisection per consumer, the consumers
@@ -145,7 +151,7 @@ func measure(ctx context.Context, o options, b *bench, rep *report, step func(st
 		var ss []*search
 		var cs []consumer
 		for _, c := range consumers {
-			if r := rep.row(c.Kind); r != nil && len(r.ok()) > 0 {
+			if r := named(rep.tput, c.Kind); r != nil && len(r.ok()) > 0 {
 				ss = append(ss, &search{Name: c.Kind, Flat: r.med(rateOf)})
 				cs = append(cs, c)
 			}
