@@ -81,7 +81,7 @@ bench: build
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root (network namespaces, iptables, NFQUEUE)"; exit 1; fi
 	@dpkg -s libnetfilter-queue-dev >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y libnetfilter-queue-dev; }
 	$(GO) build -o $(BENCH_BUILD)/run ./bench/run
-	./$(BENCH_BUILD)/run -build $(BENCH_BUILD) -knockgate $(BIN) -no-build $(BENCH_FLAGS)
+	$(BENCH_BUILD)/run -build $(BENCH_BUILD) -knockgate $(BIN) -no-build $(BENCH_FLAGS)
 
 # Rebuilds every release binary from scratch (the previous release's
 # binaries and SHA256SUMS in $(DIST) are removed first, so SHA256SUMS lists
