@@ -85,11 +85,35 @@ orchestrate:
 	flag.BoolVar(&o.hold, "hold", false, "debugging: build the lab with the queue rule, print its paths and wait for SIGINT")
 	flag.StringVar(&o.drainPerf, "drain-perf", "", "drain mode, diagnosis: write a system-wide perf record of every drain into this directory (perf's cost lowers the figures)")
 	flag.Parse()
-	if o.drainFill < 1 || o.drainFill > 16384 || o.drainPoll <= 0 || o.drainPoll > time.Millisecond {
-		fmt.Fprintln(os.Stderr, "-drain-fill must be 1-16384 and -drain-poll at most 1ms")
+	if err := o.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "run:", err)
 		os.Exit(2)
 	}
 	os.Exit(orchestrate(o))
+}
+
+// check bounds the flags that set how many trials run and how long each
+// may take, so that every run ends.
+func (o options) check() error {
+	switch {
+	case o.rounds < 1 || o.rounds > 100:
+		return fmt.Errorf("-rounds %d: must be 1-100", o.rounds)
+	case o.window <= 0 || o.window > 10*time.Minute:
+		return fmt.Errorf("-window %v: must be above 0 and at most 10m (loadgen's limit)", o.window)
+	case o.latencyN < 1 || o.latencyN > 1_000_000:
+		return fmt.Errorf("-latency-n %d: must be 1-1000000", o.latencyN)
+	case o.searchSteps < 0 || o.searchSteps > 20:
+		return fmt.Errorf("-search-steps %d: must be 0-20", o.searchSteps)
+	case o.knockopenMax <= 0 || o.knockopenMax > 30*time.Minute:
+		return fmt.Errorf("-knockopen-timeout %v: must be above 0 and at most 30m", o.knockopenMax)
+	case o.drainFill < 1 || o.drainFill > 16384:
+		return fmt.Errorf("-drain-fill %d: must be 1-16384 (the queue holds 16384)", o.drainFill)
+	case o.drainPoll <= 0 || o.drainPoll > time.Millisecond:
+		return fmt.Errorf("-drain-poll %v: must be above 0 and at most 1ms", o.drainPoll)
+	case o.drainPollCPU < -1:
+		return fmt.Errorf("-drain-poll-cpu %d: must be a CPU number, or -1 for none", o.drainPollCPU)
+	}
+	return nil
 }
 
 func (o options) skipped(s string) bool {
