@@ -1,6 +1,8 @@
 // Package rules owns the policy language: it reads an HCL policy file,
 // checks it, and compiles it into the verdict.Policy the engine enforces,
-// plus the one setting only the gate needs, the NFQUEUE number.
+// plus the settings only the daemon needs: the NFQUEUE numbers, the
+// fail-open mark, the state file, the control socket and the metrics
+// address.
 //
 // Loading is in two stages. gohcl decodes the file into raw structs that
 // still hold each attribute's expression, so that a bad port can be pointed
