@@ -1,6 +1,7 @@
-# Every setting knockgate reads, each set to its default. A test parses this
-# file and checks the values still equal the defaults, so it cannot drift
-# from the code.
+# Every setting knockgate reads, each set to its default where it has one.
+# Tests parse this file, the commented-out spa and totp blocks included, and
+# check the values still equal the defaults and that every setting the code
+# reads is shown, so it cannot drift from the code.
 #
 # Ports are written proto/number: "tcp/22", "udp/8000". Durations are
 # written as Go writes them: "500ms", "10s", "5m", "1h30m".
@@ -8,9 +9,8 @@
 # The gate block is optional; leave out any setting to keep its default.
 gate {
   # The NFQUEUE number the gate reads packets from, 0 to 65535. It must match
-  # the --queue-num of the iptables/nftables rule that queues packets, for
-  # example:
-  #   iptables -A INPUT -p tcp -m conntrack --ctstate NEW -j NFQUEUE --queue-num 0
+  # the --queue-num of the steering rules; `knockgate rules --config POLICY`
+  # prints them with this number.
   queue = 0
 
   # How many queues the gate serves, numbered from queue up: with 2, queues
@@ -18,7 +18,7 @@ gate {
   # --queue-balance 0:1 (knockgate rules prints it), and the gate reads each
   # on a thread of its own, so it can use more than one core. A source's
   # state is shared whichever queue its packets arrive on. About one per
-  # core; at most 64.
+  # core; at most 64, and queue + queues - 1 at most 65535.
   queues = 1
 
   # The verdict for queued packets to a port that no door names (neither a
@@ -28,17 +28,17 @@ gate {
 
   # The most sources that can have a knock sequence in progress at once. The
   # table is allocated at start and never grows, so a flood of knocks from
-  # spoofed addresses costs CPU, never memory. At least 1.
+  # spoofed addresses costs CPU, never memory. From 1 to 10000000.
   max_sources = 100000
 
   # The most live grants (one per source and door) at once, allocated the
-  # same way. At least 1.
+  # same way. From 1 to 10000000.
   max_grants = 10000
 
   # The most SPA packets remembered against replay. Each is kept only as
   # long as its timestamp could still pass its door's max_age, so the cache
   # holds about rate x window packets; the cap bounds memory even against a
-  # flood of valid packets. At least 1.
+  # flood of valid packets. From 1 to 10000000.
   max_replay = 100000
 
   # What happens while the daemon is not running or the queue overflows.
@@ -53,20 +53,24 @@ gate {
   fail_open = false
 
   # The mark (value/mask, as iptables writes it) the gate puts on packets it
-  # accepts, in fail-open mode. Only the bits of the mask are touched.
+  # accepts, in fail-open mode. Only the bits of the mask are touched; the
+  # value must be non-zero and inside the mask. A value alone takes a mask
+  # of all ones.
   accept_mark = "0x4b470000/0xffff0000"
 
-  # Where grants are saved, so that a restart (a crash included) keeps them
-  # and they still expire on time. Written atomically (a temporary file,
-  # then a rename) whenever a grant opens or ends. A file that cannot be
-  # read is reported and set aside as FILE.corrupt-TIME; the daemon then
-  # starts with no grants, which fails closed. "" keeps grants in memory
-  # only. systemd's StateDirectory=knockgate creates the directory.
+  # Where grants are saved (an absolute path), so that a restart (a crash
+  # included) keeps them and they still expire on time. Written atomically
+  # (a temporary file, then a rename) whenever a grant opens or ends. A file
+  # that cannot be read is reported and set aside as FILE.corrupt-TIME; the
+  # daemon then starts with no grants, which fails closed. "" keeps grants
+  # in memory only. systemd's StateDirectory=knockgate creates the
+  # directory.
   state_file = "/var/lib/knockgate/state.json"
 
-  # The Unix socket that `knockgate status`, `knockgate revoke` and
-  # `knockgate reload` talk to. Mode 0600, and the daemon checks the
-  # caller's credentials: only root (or the daemon's own user) is answered.
+  # The Unix socket (an absolute path) that `knockgate status`,
+  # `knockgate revoke` and `knockgate reload` talk to. Mode 0600, and the
+  # daemon checks the caller's credentials: only root (or the daemon's own
+  # user) is answered.
   control_socket = "/run/knockgate/knockgate.sock"
 }
 
@@ -79,12 +83,13 @@ gate {
 # an attacker who knows a client's address could get it banned: set
 # failures = 0 to turn the box off where that matters more than brute force.
 penalty {
-  failures = 10
+  failures = 10 # from 0 to 1000000
   within   = "1m"
   ban      = "10m"
 
   # The box's own table, allocated at start: a flood of failures from
   # spoofed sources evicts records of sources that are not banned first.
+  # From 1 to 10000000.
   max_sources = 10000
 }
 
@@ -99,8 +104,9 @@ metrics {
 # that knocked. The label is the door's name; it labels log lines and
 # metrics, so it must be unique.
 door "ssh" {
-  # The knocks, in order. Required, at least one. Knocks are dropped, so a
-  # port scan learns nothing. Two rules the engine needs to be unambiguous:
+  # The knocks, in order: at least one, at most 65535. Required unless the
+  # door has a totp or an spa block. Knocks are dropped, so a port scan
+  # learns nothing. Two rules the engine needs to be unambiguous:
   #  - no two sequences in the policy (sequence or close_sequence, in any
   #    door) may start with the same port, because the engine tells which
   #    sequence a source has begun by its first knock;
@@ -111,13 +117,14 @@ door "ssh" {
   sequence_timeout = "10s"
 
   # The protected ports this door opens, dropped for anyone without a grant.
-  # Required, at least one, each listed once. Two doors may open the same
-  # port (say, with different allow_from).
+  # Required, at least one and at most 64, each listed once. Two doors may
+  # open the same port (say, with different allow_from).
   open = ["tcp/22"]
 
-  # How long a grant lasts from the last knock. Above zero. With the usual
-  # rule that queues only conntrack state NEW, only new connections need a
-  # live grant: an accepted connection's later packets are never queued.
+  # How long a grant lasts from the last knock (or the SPA packet). Above
+  # zero. With the usual rule that queues only conntrack state NEW, only new
+  # connections need a live grant: an accepted connection's later packets
+  # are never queued.
   open_for = "30s"
 
   # A sequence that revokes the source's grant at once, instead of waiting
@@ -126,16 +133,18 @@ door "ssh" {
   # port no other sequence starts with.
   # close_sequence = ["tcp/9100", "tcp/9200"]
 
-  # The networks whose sources may knock; a knock from anywhere else is
-  # dropped and does not advance any sequence. Optional; by default anyone
-  # may knock. An empty list is refused rather than read as "anyone". Host
-  # bits are masked off, so "198.51.100.7/24" means 198.51.100.0/24.
+  # The networks whose sources may knock or send SPA packets; a knock from
+  # anywhere else is dropped, does not advance any sequence, and counts as a
+  # failure for the penalty box. Optional; by default anyone may knock. An
+  # empty list is refused rather than read as "anyone". Host bits are masked
+  # off, so "198.51.100.7/24" means 198.51.100.0/24.
   # allow_from = ["198.51.100.0/24", "2001:db8::/32"]
 
   # Admit only this many new connections per grant, then close it: behind a
   # shared address (a hotel or carrier NAT), the window is gone the moment
   # the knocker uses it. Connections already open carry on. Optional; by
-  # default a grant admits any number until open_for runs out.
+  # default a grant admits any number until open_for runs out. From 1 to
+  # 1000000.
   # max_connections = 1
 
   # A rotating sequence instead of `sequence` (RFC 6238 style): the knocks
@@ -148,11 +157,23 @@ door "ssh" {
   # `knockgate knock --door NAME` computes the sequence itself;
   # `knockgate sequence --door NAME` prints it for any stock knock client.
   # totp {
-  #   secret_base64 = "..."        # `knockgate keygen --kind totp` makes one
-  #   secret_file   = "otp.secret" # or this, instead: a file holding it
-  #   step          = "30s"
-  #   length        = 4
-  #   ports         = "udp/40000-40999"
+  #   # The shared secret, base64 of at least 16 bytes; `knockgate keygen
+  #   # --kind totp` makes one. Either inline:
+  #   secret_base64 = "..."
+  #   # or, instead, from a file holding it (keygen's output will do;
+  #   # relative paths: from the policy's directory):
+  #   secret_file = "otp.secret"
+  #
+  #   # How often the sequence changes: whole seconds, at least one. Every
+  #   # client must use the same.
+  #   step = "30s"
+  #
+  #   # Knocks in a sequence, from 1 to 64.
+  #   length = 4
+  #
+  #   # Where the derived knocks fall, proto/first-last: at least 16 ports,
+  #   # all reserved for this door. Required.
+  #   ports = "udp/40000-40999"
   # }
 
   # Single Packet Authorization: the door also opens for one encrypted,
@@ -172,11 +193,14 @@ door "ssh" {
   #   # HMAC_KEY_BASE64: lines (relative paths: from the policy's directory):
   #   keys_file = "/etc/knockgate/ssh.keys"
   #
-  #   # As the client's --hmac-digest-type and --encryption-mode.
+  #   # As the client's --hmac-digest-type (md5, sha1, sha256, sha384,
+  #   # sha512, sha3_256, sha3_512) and --encryption-mode (cbc, ecb, cfb,
+  #   # ofb, ctr, legacy).
   #   hmac_digest     = "sha256"
   #   encryption_mode = "cbc"
   #
-  #   # How far a packet's timestamp may be from our clock, either way.
+  #   # How far a packet's timestamp may be from our clock, either way. Above
+  #   # zero.
   #   max_age = "120s"
   #
   #   # A client-timeout message (fwknop -f) may ask for a grant up to this
