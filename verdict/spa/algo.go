@@ -7,7 +7,6 @@ import (
 	"crypto/sha3"
 	"crypto/sha512"
 	"fmt"
-	"hash"
 	"strconv"
 	"strings"
 )
@@ -31,23 +30,26 @@ const (
 )
 
 var digests = [numDigests]struct {
-	name string
-	size int // raw bytes
-	b64  int // characters of unpadded base64 (spec §5 table)
+	name  string
+	size  int // raw bytes
+	b64   int // characters of unpadded base64 (spec §5 table)
+	block int // the HMAC block size: the hash's block, or SHA-3's rate
 }{
-	SHA256:   {"sha256", 32, 43},
-	MD5:      {"md5", 16, 22},
-	SHA1:     {"sha1", 20, 27},
-	SHA384:   {"sha384", 48, 64},
-	SHA512:   {"sha512", 64, 86},
-	SHA3_256: {"sha3_256", 32, 43},
-	SHA3_512: {"sha3_512", 64, 86},
+	SHA256:   {"sha256", 32, 43, 64},
+	MD5:      {"md5", 16, 22, 64},
+	SHA1:     {"sha1", 20, 27, 64},
+	SHA384:   {"sha384", 48, 64, 128},
+	SHA512:   {"sha512", 64, 86, 128},
+	SHA3_256: {"sha3_256", 32, 43, 136},
+	SHA3_512: {"sha3_512", 64, 86, 72},
 }
 
-// maxDigestSize and maxDigestB64 size stack buffers for any digest.
+// maxDigestSize, maxDigestB64 and maxBlockSize size stack buffers for any
+// digest.
 const (
 	maxDigestSize = 64
 	maxDigestB64  = 86
+	maxBlockSize  = 136
 )
 
 func (d Digest) valid() bool { return d < numDigests }
@@ -87,27 +89,6 @@ func ParseDigest(s string) (Digest, error) {
 		}
 	}
 	return 0, fmt.Errorf("digest %q is not one of md5, sha1, sha256, sha384, sha512, sha3_256, sha3_512", s)
-}
-
-// newHash returns the constructor hmac.New needs. Go's crypto/hmac hashes
-// keys longer than the block size first, exactly as libfko does for all
-// seven types (spec §6, vectors v24).
-func (d Digest) newHash() func() hash.Hash {
-	switch d {
-	case MD5:
-		return md5.New
-	case SHA1:
-		return sha1.New
-	case SHA384:
-		return sha512.New384
-	case SHA512:
-		return sha512.New
-	case SHA3_256:
-		return func() hash.Hash { return sha3.New256() }
-	case SHA3_512:
-		return func() hash.Hash { return sha3.New512() }
-	}
-	return sha256.New
 }
 
 // sum hashes data into out without allocating and returns the digest.

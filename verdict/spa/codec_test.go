@@ -2,11 +2,18 @@ package spa
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/md5"
 	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha3"
+	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -744,6 +751,56 @@ func TestPrefilterNoAllocs(t *testing.T) {
 	for _, in := range inputs {
 		if n := testing.AllocsPerRun(100, func() { _ = Prefilter(in) }); n != 0 {
 			t.Errorf("Prefilter(%.10q…) allocates %v times", in, n)
+		}
+	}
+}
+
+// TestTagMatchesCryptoHMAC checks the hand-written HMAC against
+// crypto/hmac for every digest, with keys shorter than, as long as and
+// longer than the digest's block, and bodies up to the longest payload.
+func TestTagMatchesCryptoHMAC(t *testing.T) {
+	ref := map[Digest]func() hash.Hash{
+		SHA256: sha256.New, MD5: md5.New, SHA1: sha1.New, SHA384: sha512.New384, SHA512: sha512.New,
+		SHA3_256: func() hash.Hash { return sha3.New256() }, SHA3_512: func() hash.Hash { return sha3.New512() },
+	}
+	body := make([]byte, MaxPayloadLen)
+	for i := range body {
+		body[i] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[i*7%64]
+	}
+	for d := range numDigests {
+		bs := digests[d].block
+		if h := ref[d](); h.BlockSize() != bs || h.Size() != d.Size() {
+			t.Fatalf("%v: block %d size %d, table says %d and %d", d, h.BlockSize(), h.Size(), bs, d.Size())
+		}
+		for _, kl := range []int{1, 16, bs - 1, bs, bs + 1, MaxHMACKeyLen} {
+			key := bytes.Repeat([]byte{byte(kl)}, kl)
+			for _, bl := range []int{0, 1, 150, MaxPayloadLen} {
+				mac := hmac.New(ref[d], key)
+				mac.Write([]byte(saltedPrefix))
+				mac.Write(body[:bl])
+				want := base64.RawStdEncoding.EncodeToString(mac.Sum(nil))
+				var buf [maxDigestB64]byte
+				if got := string(tag(&buf, body[:bl], key, d)); got != want {
+					t.Errorf("%v, key %d bytes, body %d: tag %s, crypto/hmac %s", d, kl, bl, got, want)
+				}
+			}
+		}
+	}
+	var buf [maxDigestB64]byte
+	if got := tag(&buf, append(body, 'A'), k1().HMAC, SHA256); got != nil {
+		t.Errorf("a body longer than MaxPayloadLen got the tag %s", got)
+	}
+}
+
+// TestVerifyHMACNoAllocs: a server runs VerifyHMAC on every well-formed
+// packet, forgeries included, so it must not allocate.
+func TestVerifyHMACNoAllocs(t *testing.T) {
+	k := k1()
+	for d := range numDigests {
+		for _, key := range [][]byte{k.HMAC, bytes.Repeat([]byte("k"), MaxHMACKeyLen)} {
+			if n := testing.AllocsPerRun(100, func() { _ = VerifyHMAC([]byte(v01), key, d) }); n != 0 {
+				t.Errorf("VerifyHMAC(%v, key %d bytes) allocates %v times", d, len(key), n)
+			}
 		}
 	}
 }

@@ -23,14 +23,39 @@ const (
 // tag computes the HMAC of "U2FsdGVkX1"+body as unpadded base64 in dst.
 // The prefix is added unconditionally: a payload that already carries it
 // then fails, which is the second of the spec's two defences (§4.4).
+//
+// It is RFC 2104 written over the digest's one-shot sum, with the text in
+// a stack buffer, because crypto/hmac's New allocates (seven times): a
+// server runs this for every well-formed packet and door, forgeries
+// included, and its per-packet path allocates nothing. As crypto/hmac and
+// libfko do, a key longer than the block is hashed first (spec §6, vectors
+// v24). A body longer than MaxPayloadLen, which Prefilter refuses anyway,
+// gets an empty tag.
 func tag(dst *[maxDigestB64]byte, body, key []byte, d Digest) []byte {
-	mac := hmac.New(d.newHash(), key)
-	mac.Write([]byte(saltedPrefix))
-	mac.Write(body)
+	if len(body) > MaxPayloadLen {
+		return nil
+	}
+	bs := digests[d].block
 	var sum [maxDigestSize]byte
-	n := base64.RawStdEncoding.EncodedLen(d.Size())
-	base64.RawStdEncoding.Encode(dst[:], mac.Sum(sum[:0]))
-	return dst[:n]
+	var k [maxBlockSize]byte
+	if len(key) > bs {
+		key = d.sum(&sum, key)
+	}
+	copy(k[:], key)
+	var in [maxBlockSize + len(saltedPrefix) + MaxPayloadLen]byte
+	for i := range bs {
+		in[i] = k[i] ^ 0x36
+	}
+	n := bs + copy(in[bs:], saltedPrefix)
+	n += copy(in[n:], body)
+	inner := d.sum(&sum, in[:n])
+	var out [maxBlockSize + maxDigestSize]byte
+	for i := range bs {
+		out[i] = k[i] ^ 0x5c
+	}
+	n = bs + copy(out[bs:], inner)
+	base64.RawStdEncoding.Encode(dst[:], d.sum(&sum, out[:n]))
+	return dst[:d.EncodedLen()]
 }
 
 // VerifyHMAC reports whether payload ends in a valid tag for hmacKey and
