@@ -12,6 +12,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -252,6 +253,19 @@ func knockdCommand(ip string) string {
 	return fmt.Sprintf("/usr/sbin/iptables -I INPUT -s %s -p tcp --dport %d -j ACCEPT", ip, protected)
 }
 
+// shell runs a command line as knockd's system(3) does, /bin/sh -c, for at
+// most 10 s.
+func shell(line string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return exec.CommandContext(ctx, "/bin/sh", "-c", line).Run()
+}
+
+// undoKnockd deletes the rule knockd's command inserted for ip.
+func undoKnockd(ip string) error {
+	return shell(strings.Replace(knockdCommand(ip), " -I ", " -D ", 1))
+}
+
 type product int
 
 const (
@@ -310,7 +324,7 @@ func (b *bench) trial(p product, h int) result {
 		// Remove the rule knockd inserted, outside the measured time, so
 		// that every trial meets the same ruleset.
 		b.kd.do(func() {
-			exec.Command("/bin/sh", "-c", strings.Replace(knockdCommand(src.String()), " -I ", " -D ", 1)).Run()
+			undoKnockd(src.String())
 		})
 	}
 	return r
@@ -390,9 +404,9 @@ func (b *bench) execBreakdown() {
 		var err error
 		b.kd.do(func() {
 			t := time.Now()
-			err = exec.Command("/bin/sh", "-c", knockdCommand(src)).Run()
+			err = shell(knockdCommand(src))
 			d = time.Since(t)
-			exec.Command("/bin/sh", "-c", strings.Replace(knockdCommand(src), " -I ", " -D ", 1)).Run()
+			undoKnockd(src)
 		})
 		if err != nil {
 			b.execErrors++
