@@ -135,17 +135,9 @@ func TestQueueInNamespace(t *testing.T) {
 			// A datagram to 8080 reaches the listener, and the decider
 			// saw its payload.
 			msg := "knock-" + fam.name
-			inNamespace(t, cli, func() {
-				c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(fam.srv, 8080)))
-				if err != nil {
-					t.Errorf("dial udp: %v", err)
-					return
-				}
-				defer c.Close()
-				if _, err := c.Write([]byte(msg)); err != nil {
-					t.Errorf("send udp: %v", err)
-				}
-			})
+			if _, err := dialUDPIn(t, cli, netip.AddrPortFrom(fam.srv, 8080)).Write([]byte(msg)); err != nil {
+				t.Errorf("send udp: %v", err)
+			}
 			buf := make([]byte, 64)
 			fam.udp.SetReadDeadline(time.Now().Add(3 * time.Second))
 			n, from, err := fam.udp.ReadFromUDPAddrPort(buf)
@@ -388,21 +380,16 @@ func stalledBurst(t *testing.T, cfg Config, burst int) Stats {
 		}
 	})
 
-	// Every datagram is NEW to conntrack, even with the same addresses and
-	// ports: the entry of the first is unconfirmed while it sits in the
+	// Every datagram is NEW to conntrack, although all come from one
+	// socket: the entry of the first is unconfirmed while it sits in the
 	// queue, so each one is queued.
+	c := dialUDPIn(t, cli, netip.AddrPortFrom(srvAddr4, 9000))
 	send := func(n int) {
-		inNamespace(t, cli, func() {
-			c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(srvAddr4, 9000)))
-			if err != nil {
-				t.Errorf("dial udp: %v", err)
-				return
+		for range n {
+			if _, err := c.Write([]byte("flood")); err != nil {
+				t.Fatalf("send udp: %v", err)
 			}
-			defer c.Close()
-			for range n {
-				c.Write([]byte("flood"))
-			}
-		})
+		}
 	}
 	send(1)
 	select {
@@ -599,7 +586,8 @@ func (d *countingDecider) Decide(verdict.Packet, time.Time) verdict.Decision {
 // kernel, the socket code included, in heap allocations per packet: the
 // process's malloc count over a burst of datagrams, divided by the packets
 // the queue served. Other goroutines (the test's own logging, the runtime)
-// add a little, so the bound is loose; go-nfqueue's reader made about 20.
+// add a little, so the bound is loose; go-nfqueue's reader made 56
+// (BENCHMARKS.md).
 func TestQueueAllocsPerPacket(t *testing.T) {
 	srv, cli := gateNamespaces(t)
 	dec := &countingDecider{}

@@ -307,8 +307,6 @@ func TestFlushBatches(t *testing.T) {
 	}
 }
 
-// TestServeFullBatch serves more packets than a batch holds: the batch is
-// sent when full, so every packet still gets its verdict.
 // TestStatsCountBeforeVerdict: a caller that sees its packet pass or vanish
 // and then reads Stats finds it counted, because the counters move before
 // the verdicts are sent.
@@ -331,6 +329,8 @@ func TestStatsCountBeforeVerdict(t *testing.T) {
 	}
 }
 
+// TestServeFullBatch serves more packets than a batch holds: the batch is
+// sent when full, so every packet still gets its verdict.
 func TestServeFullBatch(t *testing.T) {
 	q, k := testQueue(t, Config{}, &portDecider{accept: 8080})
 	var ids []uint32
