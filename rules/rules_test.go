@@ -556,25 +556,10 @@ door "a" "b" {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, err := Parse([]byte(tt.src), "t.hcl")
-			if err == nil {
-				t.Fatalf("Parse succeeded with %+v", p)
-			}
 			if p != nil {
-				t.Errorf("Parse gave a policy as well as an error")
+				t.Errorf("Parse gave a policy: %+v", p)
 			}
-			var perr *Error
-			if !errors.As(err, &perr) {
-				t.Fatalf("Parse gave %T, want *Error: %v", err, err)
-			}
-			lines := strings.Split(err.Error(), "\n")
-			if len(lines) != len(tt.want) || len(perr.Diags) != len(tt.want) {
-				t.Fatalf("got %d diagnostics, want %d:\n%v", len(lines), len(tt.want), err)
-			}
-			for i, want := range tt.want {
-				if !strings.HasPrefix(lines[i], want) {
-					t.Errorf("diagnostic %d:\ngot  %s\nwant %s...", i, lines[i], want)
-				}
-			}
+			wantDiags(t, err, tt.want)
 		})
 	}
 }
@@ -690,8 +675,8 @@ func wantDiags(t *testing.T, err error, want []string) {
 		t.Fatalf("Parse = %v, want *Error", err)
 	}
 	lines := strings.Split(err.Error(), "\n")
-	if len(lines) != len(want) {
-		t.Fatalf("got %d diagnostics, want %d:\n%v", len(lines), len(want), err)
+	if len(lines) != len(want) || len(perr.Diags) != len(want) {
+		t.Fatalf("got %d diagnostics, want %d:\n%v", len(perr.Diags), len(want), err)
 	}
 	for i, w := range want {
 		if !strings.HasPrefix(lines[i], w) {
