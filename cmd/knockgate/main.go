@@ -1,7 +1,9 @@
-// Command knockgate is the port-knocking gate: the daemon (run), its policy
-// checker (validate), a knock client (knock), the steering rules (rules)
-// and version. This package is wiring only: policy parsing lives in rules,
-// decisions in verdict, and kernel I/O in gate.
+// Command knockgate is the port-knocking gate: the daemon (run) with its
+// state file and control socket, the operator's commands that talk to it
+// (status, revoke, reload), the policy tools (validate, fmt, rules,
+// sequence, keygen) and the clients (knock, spa). This package is wiring
+// only: policy parsing lives in rules, decisions in verdict, kernel I/O in
+// gate and metric names in metrics.
 package main
 
 import (
@@ -29,7 +31,7 @@ func commands() []command {
 		{"knock", "send a door's knock sequence to a host", cmdKnock},
 		{"sequence", "print a door's knock sequence (the current one for TOTP doors)", cmdSequence},
 		{"spa", "send a door's Single Packet Authorization packet to a host", cmdSPA},
-		{"keygen", "print a fresh SPA key pair in fwknop's format", cmdKeygen},
+		{"keygen", "print a fresh SPA key pair in fwknop's format, or a TOTP secret", cmdKeygen},
 		{"rules", "print the static iptables and ip6tables steering rules", cmdRules},
 		{"status", "show the running daemon's grants and tracked sources", cmdStatus},
 		{"revoke", "end a source's grant for a door at once", cmdRevoke},
