@@ -125,51 +125,6 @@ func Decode(payload []byte, keys Keys) (*Message, error) {
 	return m, nil
 }
 
-// DecodeAny decodes a payload that may be for any of several doors sharing
-// one port, trying their keys in order as fwknopd tries its stanzas (spec
-// §8 step 5), and returns the index of the first keys that decode it. When
-// none do, the error is the one from the keys that got furthest (a failed
-// decryption after a good HMAC says more than an HMAC mismatch).
-//
-// A door's keys are only told apart by its HMAC, which costs one HMAC per
-// door; a server with many doors on a port may prefer VerifyHMAC to pick
-// the door first.
-func DecodeAny(payload []byte, keys []Keys) (int, *Message, error) {
-	if err := Prefilter(payload); err != nil {
-		return -1, nil, err
-	}
-	var best error
-	bestStage := -1
-	for i := range keys {
-		m, err := Decode(payload, keys[i])
-		if err == nil {
-			return i, m, nil
-		}
-		if s := stage(err); s > bestStage {
-			best, bestStage = err, s
-		}
-	}
-	if best == nil {
-		best = fmt.Errorf("%w: no keys to try", ErrKeys)
-	}
-	return -1, nil, best
-}
-
-// stage ranks an error by how far decoding got.
-func stage(err error) int {
-	switch {
-	case errors.Is(err, ErrFields), errors.Is(err, ErrDigest):
-		return 4
-	case errors.Is(err, ErrDecrypt):
-		return 3
-	case errors.Is(err, ErrHMAC):
-		return 2
-	case errors.Is(err, ErrMalformed):
-		return 1
-	}
-	return 0
-}
-
 // strictB64 refuses non-zero trailing bits, so one ciphertext has exactly
 // one text and therefore one replay key. libfko would ignore those bits
 // (spec §2); the client never sets them.

@@ -650,34 +650,6 @@ func TestCheckAge(t *testing.T) {
 	}
 }
 
-// TestDecodeAny: several doors on one port; the first whose keys decode
-// the packet wins (§8 step 5, B10).
-func TestDecodeAny(t *testing.T) {
-	other := Keys{Enc: []byte("door-2-key"), HMAC: []byte("door-2-hmac"), HMACDigest: SHA512}
-	wrongAES := k1()
-	wrongAES.Enc = []byte("rijndael-pass-WRONG")
-	i, m, err := DecodeAny([]byte(v01), []Keys{other, k1()})
-	if err != nil || i != 1 || m.Username != "root" {
-		t.Fatalf("DecodeAny = %d, %v, %v", i, m, err)
-	}
-	_, _, err = DecodeAny([]byte(v01), []Keys{other, wrongAES, other})
-	if !errors.Is(err, ErrDecrypt) {
-		t.Errorf("DecodeAny error = %v, want the furthest, ErrDecrypt", err)
-	}
-	_, _, err = DecodeAny([]byte(v01), []Keys{other})
-	if !errors.Is(err, ErrHMAC) {
-		t.Errorf("DecodeAny error = %v, want ErrHMAC", err)
-	}
-	_, _, err = DecodeAny([]byte(v01), nil)
-	if !errors.Is(err, ErrKeys) {
-		t.Errorf("DecodeAny(no keys) = %v, want ErrKeys", err)
-	}
-	_, _, err = DecodeAny([]byte("short"), []Keys{k1()})
-	if !errors.Is(err, ErrMalformed) {
-		t.Errorf("DecodeAny(garbage) = %v, want ErrMalformed", err)
-	}
-}
-
 func TestGenerateKeys(t *testing.T) {
 	enc, mac, err := GenerateKeys(rand.Reader)
 	if err != nil {

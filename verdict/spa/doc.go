@@ -14,8 +14,8 @@
 // cache, the age window, the source-address and port policy and the
 // per-door key choice. Those belong to the engine, which gets from here the
 // pieces it needs for them: ReplayKey (computed before any cryptography),
-// VerifyHMAC and DecodeAny (several doors' keys on one port), and the
-// allow IP, ports, NAT and timeout fields of a Message.
+// VerifyHMAC (which of several doors on one port the packet is for), and
+// the allow IP, ports, NAT and timeout fields of a Message.
 //
 // A server checks a payload in this order, which is fwknopd's and is also
 // the order of the errors Decode returns, so callers can count failures by

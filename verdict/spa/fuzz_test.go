@@ -134,3 +134,19 @@ func checkReencode(t *testing.T, m *Message, k Keys, salt [8]byte) {
 		t.Fatalf("re-encoded message differs:\n %+v\n %+v", m, m2)
 	}
 }
+
+// stage ranks an error by how far decoding got: 0 for an error that wraps
+// none of the stage sentinels.
+func stage(err error) int {
+	switch {
+	case errors.Is(err, ErrFields), errors.Is(err, ErrDigest):
+		return 4
+	case errors.Is(err, ErrDecrypt):
+		return 3
+	case errors.Is(err, ErrHMAC):
+		return 2
+	case errors.Is(err, ErrMalformed):
+		return 1
+	}
+	return 0
+}
