@@ -274,7 +274,8 @@ func (q *Queue) Ready() <-chan struct{} { return q.ready }
 // parsed, decided by d and given its verdict; a packet that fails to parse
 // is dropped. Run returns nil once ctx is done and the socket is closed,
 // which unbinds the queue (the kernel drops packets still awaiting a
-// verdict), or an error if binding fails. A Queue runs at most once.
+// verdict), or an error if binding fails or the socket becomes unusable.
+// A Queue runs at most once.
 //
 // Run reads on the calling goroutine, which spends its time blocked in the
 // kernel: a queue costs one OS thread.
@@ -313,7 +314,11 @@ func (q *Queue) Run(ctx context.Context, d Decider) error {
 	// (nfqnl_rcv_nl_event), dropping the packets still waiting in it.
 	cerr := q.closeSocket()
 	if runErr != nil {
-		return fmt.Errorf("failed to bind queue %d: %w", q.cfg.Queue, runErr)
+		what := "bind"
+		if q.bound {
+			what = "serve"
+		}
+		return fmt.Errorf("failed to %s queue %d: %w", what, q.cfg.Queue, runErr)
 	}
 	q.log.Info("queue unbound", "receives", q.receives.Load(), "sends", q.sends.Load(), "packets", q.packets.Load())
 	if cerr != nil {
@@ -336,7 +341,8 @@ func (q *Queue) Run(ctx context.Context, d Decider) error {
 const yieldEvery = 2 * time.Millisecond
 
 // loop binds the queue on socket fd and serves it until q.stop. It returns
-// an error only if binding fails.
+// an error if binding fails, or if fd stops being a descriptor (EBADF),
+// which would otherwise make every receive fail at once, forever.
 func (q *Queue) loop(fd int) error {
 	// The socket is blocking (openSocket): the loop waits in recvmmsg
 	// itself, with a timeout to notice q.stop.
@@ -384,7 +390,7 @@ func (q *Queue) loop(fd int) error {
 				q.log.Warn("failed to receive from queue", "err", err, "read_errors", c)
 			}
 			if err == unix.EBADF {
-				return err
+				return fmt.Errorf("failed to receive: %w", err)
 			}
 		}
 		for i := range n {
