@@ -62,7 +62,8 @@ var b64Alphabet = func() (t [256]bool) {
 //     through, but the client never sends it and it is what lets a
 //     packet without an HMAC be replayed under a new cache key (spec §9).
 //     Newlines (from a client's -B file) and URL-safe "-_" (HTTP mode,
-//     undo with UnwrapHTTP) are refused the same way.
+//     spec §11, which a knockgate server cannot receive) are refused the
+//     same way.
 func Prefilter(payload []byte) error {
 	switch {
 	case len(payload) < MinPayloadLen:

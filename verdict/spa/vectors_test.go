@@ -28,7 +28,6 @@ type vector struct {
 	} `json:"decode_keys"`
 	Packet      string            `json:"packet"`
 	PacketLen   int               `json:"packet_len"`
-	WireBytes   string            `json:"wire_bytes"`
 	Result      string            `json:"result"`
 	ExpectError string            `json:"expect_error"`
 	Decoded     *decodedFields    `json:"decoded"`
@@ -327,33 +326,5 @@ func TestVectorsReject(t *testing.T) {
 	}
 	if n != 9 {
 		t.Errorf("rejected %d negative vectors, want 9", n)
-	}
-}
-
-// TestHTTPVector unwraps the captured HTTP request of t03 (spec §11).
-func TestHTTPVector(t *testing.T) {
-	found := false
-	for _, v := range loadVectors(t) {
-		if v.WireBytes == "" {
-			continue
-		}
-		found = true
-		got, ok := UnwrapHTTP([]byte(v.WireBytes))
-		if !ok || string(got) != v.Packet {
-			t.Errorf("%s: UnwrapHTTP = %q, %v; want the packet", v.Name, got, ok)
-		}
-		proxied := strings.Replace(v.WireBytes, "GET /", "GET http://198.51.100.1:62201/", 1)
-		got, ok = UnwrapHTTP([]byte(proxied))
-		if !ok || string(got) != v.Packet {
-			t.Errorf("%s: UnwrapHTTP(proxy form) = %q, %v; want the packet", v.Name, got, ok)
-		}
-	}
-	if !found {
-		t.Fatal("no vector with wire_bytes")
-	}
-	for _, bad := range []string{"", "POST /abc HTTP/1.0", "GET / HTTP/1.0", "GET http://host HTTP/1.0", "GET abc"} {
-		if _, ok := UnwrapHTTP([]byte(bad)); ok {
-			t.Errorf("UnwrapHTTP(%q) = ok", bad)
-		}
 	}
 }
