@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The lab: two namespaces joined by one veth pair, nothing in the host's
@@ -112,6 +114,26 @@ func runIn(stdin string, name string, args ...string) error {
 		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// runLock keeps a second run from starting while one runs: the lab's
+// namespace names are fixed, and a second run's restoreStale would kill
+// the first one's consumers, delete its namespaces and put back the
+// sysctl it raised.
+const runLock = "/run/knockgate-bench.lock"
+
+// lock takes the run lock at path, or says that another run holds it. The
+// lock goes with the process, however it ends.
+func lock(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open the run lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another bench run holds %s (namespaces %s, %s): %w", path, nsClient, nsGW, err)
+	}
+	return func() { f.Close() }, nil
 }
 
 // restoreStale puts back sysctls that a previous run changed and could not

@@ -134,6 +134,12 @@ func orchestrate(o options) int {
 		fmt.Fprintln(os.Stderr, "run from the repository root")
 		return 1
 	}
+	unlock, err := lock(runLock)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer unlock()
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -32,3 +32,22 @@ func TestOptionsCheck(t *testing.T) {
 		}
 	}
 }
+
+// A second run is refused while the first holds the lock, and admitted
+// once it lets go.
+func TestLock(t *testing.T) {
+	path := t.TempDir() + "/lock"
+	unlock, err := lock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock(path); err == nil || !strings.Contains(err.Error(), "another bench run holds") {
+		t.Fatalf("second lock: %v, want refused", err)
+	}
+	unlock()
+	unlock2, err := lock(path)
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	unlock2()
+}
