@@ -63,6 +63,7 @@ door "otp2" {
 }
 
 func TestResistErrors(t *testing.T) {
+	enc, mac := newKeys(t)
 	tests := []struct {
 		name, src string
 		want      []string
@@ -98,6 +99,57 @@ func TestResistErrors(t *testing.T) {
   }
   open = ["tcp/22", "udp/40500"]
 }`, []string{`t.hcl:4:21: TOTP range of door "d" overlaps another rule; Door "d" open uses udp/40500 at t.hcl:6:21`}},
+		{"secrets, ports and length", `door "d" {
+  totp {
+    secret_base64 = "` + secret + `"
+    secret_file   = "otp.secret"
+    ports         = "udp/40000-40999"
+  }
+  open = ["tcp/22"]
+}
+door "e" {
+  totp {
+    secret_base64 = "` + secret + `"
+    ports         = "udp/40000"
+    length        = 65
+  }
+  open = ["tcp/23"]
+}
+door "f" {
+  totp {
+    secret_base64 = "` + secret + `"
+    ports         = "udp/41000-40999"
+  }
+  open = ["tcp/24"]
+}`, []string{
+			`t.hcl:4:5: door "d" has both secret_base64 and secret_file`,
+			`t.hcl:12:21: invalid TOTP ports "udp/40000" of door "e"; "udp/40000" is not of the form proto/first-last`,
+			`t.hcl:13:21: length 65 is out of range; A TOTP sequence has from 1 to 64 knocks`,
+			`t.hcl:20:21: invalid TOTP ports "udp/41000-40999" of door "f"; "udp/41000-40999": the last port "40999" is not a port at or above the first`,
+		}},
+		{"ranges overlap a range and an spa port", `door "d" {
+  totp {
+    secret_base64 = "` + secret + `"
+    ports         = "udp/40000-40999"
+  }
+  open = ["tcp/22"]
+}
+door "e" {
+  totp {
+    secret_base64 = "` + secret + `"
+    ports         = "udp/40900-41999"
+  }
+  spa {
+    port            = "udp/41500"
+    key_base64      = "` + enc + `"
+    hmac_key_base64 = "` + mac + `"
+  }
+  open = ["tcp/23"]
+}`, []string{
+			`t.hcl:4:21: TOTP range of door "d" overlaps another rule; Door "e"'s TOTP range overlaps it at t.hcl:11:21.`,
+			`t.hcl:11:21: TOTP range of door "e" overlaps another rule; Door "d"'s TOTP range overlaps it at t.hcl:4:21.`,
+			`t.hcl:11:21: TOTP range of door "e" overlaps another rule; Door "e" listens for SPA on udp/41500 at t.hcl:14:23.`,
+		}},
 		{"max_connections and penalty", `door "d" {
   sequence        = ["tcp/1"]
   open            = ["tcp/22"]

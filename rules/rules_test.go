@@ -63,6 +63,7 @@ gate {
   unprotected = "drop"
   max_sources = 1
   max_grants  = 10000000
+  max_replay  = 7
   fail_open      = true
   accept_mark    = "0x100/0xf00"
   state_file     = "/var/lib/kg/../kg/grants.json"
@@ -120,6 +121,7 @@ door "web" {
 					Unprotected: verdict.Drop,
 					MaxSources:  1,
 					MaxGrants:   10_000_000,
+					MaxReplay:   7,
 				},
 			},
 		},
@@ -464,6 +466,20 @@ gate {
 				`t.hcl:5:17: max_sources 0 is out of range`,
 				`t.hcl:6:17: max_grants 10000001 is out of range; The engine allocates its table for this many entries when it starts, some 100 to 200 bytes each; it must be from 1 to 10000000.`,
 				`t.hcl:8:1: duplicate gate block; The first gate block is at t.hcl:2:1`,
+			},
+		},
+		{
+			name: "numbers",
+			// A number is quoted as written, cut short: formatting one as
+			// big as HCL allows could take seconds.
+			src: `
+gate {
+  queue       = 1.5
+  max_sources = 12345678901234567890123456789012345678901234567890
+}`,
+			want: []string{
+				`t.hcl:3:17: queue 1.5 is not a whole number; NFQUEUE numbers run from 0 to 65535`,
+				`t.hcl:4:17: max_sources 1234567890123456789012345678901234567890... is out of range`,
 			},
 		},
 		{
