@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -87,7 +88,8 @@ type controlHandler interface {
 
 // listenControl creates the control socket, readable and writable by the
 // daemon's user only. A socket left by a dead daemon is replaced; one that
-// a live daemon answers on is not.
+// a live daemon answers on is not, nor is anything that is not a socket (a
+// control_socket set by mistake to the policy's path must not delete it).
 func listenControl(path string) (*net.UnixListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("failed to create control socket directory: %w", err)
@@ -96,7 +98,12 @@ func listenControl(path string) (*net.UnixListener, error) {
 		c.Close()
 		return nil, fmt.Errorf("failed to listen on control socket %s: another knockgate answers there", path)
 	}
-	os.Remove(path)
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("failed to listen on control socket %s: a file that is not a socket is in the way", path)
+		}
+		os.Remove(path)
+	}
 	// The umask closes the window between bind and chmod in which the
 	// socket would carry the default mode.
 	old := syscall.Umask(0o177)

@@ -116,6 +116,19 @@ func TestControlSocketReplacesStaleSocket(t *testing.T) {
 	ln.Close()
 }
 
+func TestControlSocketKeepsOtherFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.hcl")
+	if err := os.WriteFile(path, []byte("door {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listenControl(path); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("listen over a regular file: %v", err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the file in the way is gone: %v", err)
+	}
+}
+
 func TestControlClientWithoutDaemon(t *testing.T) {
 	code, _, errOut := runMain(t, "status", "--socket", filepath.Join(t.TempDir(), "none.sock"))
 	if code != 1 || !strings.Contains(errOut, "is knockgate running") {
