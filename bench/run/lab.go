@@ -150,23 +150,24 @@ func restoreStale(savePath string) {
 		}
 		os.Remove(savePath)
 	}
-	for _, ns := range []string{nsClient, nsGW} {
-		if _, err := os.Stat("/run/netns/" + ns); err == nil {
-			killNS(ns)
-			run("ip", "netns", "del", ns)
-		}
-	}
+	removeNamespaces()
 }
 
-func killNS(ns string) {
-	out, err := exec.Command("ip", "netns", "pids", ns).Output()
-	if err != nil {
-		return
-	}
-	for _, f := range strings.Fields(string(out)) {
-		if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
-			syscall.Kill(pid, syscall.SIGKILL)
+// removeNamespaces kills every process left in the lab's namespaces and
+// deletes them.
+func removeNamespaces() {
+	for _, ns := range []string{nsClient, nsGW} {
+		if _, err := os.Stat("/run/netns/" + ns); err != nil {
+			continue
 		}
+		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		run("ip", "netns", "del", ns)
 	}
 }
 
@@ -333,10 +334,7 @@ func (l *lab) teardown() {
 			c.Process.Kill()
 		}
 	}
-	for _, ns := range []string{nsClient, nsGW} {
-		killNS(ns)
-		run("ip", "netns", "del", ns)
-	}
+	removeNamespaces()
 	for i := len(restored) - 1; i >= 0; i-- {
 		if err := os.WriteFile(restored[i].Path, []byte(restored[i].Old), 0o644); err != nil {
 			fmt.Fprintf(os.Stderr, "failed to restore %s=%s: %v\n", restored[i].Path, restored[i].Old, err)
