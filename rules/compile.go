@@ -90,10 +90,11 @@ type rawSPA struct {
 	AllowAnySource *hcl.Attribute `hcl:"allow_any_source,optional"`
 }
 
-// maxCap bounds max_sources and max_grants. The engine allocates its tables
-// for the caps when it starts, at some 100 to 200 bytes an entry (a hash
-// table at most half full), so a cap in the billions would not fail here but
-// kill the daemon when it starts; ten million entries is a gigabyte or two.
+// maxCap bounds the table caps: max_sources, max_grants, max_replay and
+// the penalty box's max_sources. The engine allocates its tables for the
+// caps when it starts, at some 100 to 200 bytes an entry (a hash table at
+// most half full), so a cap in the billions would not fail here but kill
+// the daemon when it starts; ten million entries is a gigabyte or two.
 const maxCap = 10_000_000
 
 // compiler collects diagnostics while it builds a Policy, so that one run
@@ -393,7 +394,7 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 	}
 	if present(raw.MaxConnections) {
 		if n, ok := c.whole(raw.MaxConnections, 1, 1_000_000,
-			"The grant ends once it has admitted this many new connections; leave it out for no limit."); ok {
+			"The grant ends once it has admitted this many new connections, from 1 to 1000000; leave it out for no limit."); ok {
 			d.door.MaxConnections = int(n)
 		}
 	}
