@@ -27,7 +27,7 @@ import (
 func TestFailOpenDaemonKilledKeepsDoorsShut(t *testing.T) {
 	l := newLab(t)
 	l.loadFailOpen()
-	l.startFailOpen()
+	l.start()
 
 	for _, fam := range families {
 		t.Run(fam.name+"/running", func(t *testing.T) {
@@ -85,7 +85,7 @@ func TestFailOpenDaemonKilledKeepsDoorsShut(t *testing.T) {
 		}
 	}
 
-	l.startFailOpen()
+	l.start()
 	for _, fam := range families {
 		l.wantTimeout("c2", fam.gwForC2, 22)
 		l.wantConnect("c2", fam.gwForC2, 80)
@@ -122,13 +122,6 @@ func (l *lab) loadFailOpen() {
 	}
 	l.mustIn(v4rules, "ip", "netns", "exec", gw, "iptables-restore", "--noflush")
 	l.mustIn(v6rules, "ip", "netns", "exec", gw, "ip6tables-restore", "--noflush")
-}
-
-// startFailOpen runs the daemon on the fail-open policy (start rewrites the
-// policy from l.doors and l.gateExtra, which loadFailOpen set).
-func (l *lab) startFailOpen() {
-	l.t.Helper()
-	l.start()
 }
 
 func (l *lab) protectedDrops(ipt string) uint64 {

@@ -5,7 +5,6 @@ package integration
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,8 +17,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/knockgate/knockgate/internal/netns"
 )
@@ -156,10 +153,12 @@ func newLab(t *testing.T, rulesArgs ...string) *lab {
 
 	// Services: 22 and 2222 are protected by the test policy, 80 is not;
 	// the LAN host serves 2222 behind the DNAT.
+	// The gateway's listeners on [::] are dual-stack: one serves both
+	// families.
+	l.serve("gw", netip.AddrPortFrom(netip.IPv6Unspecified(), 22), "gw-ssh")
+	l.serve("gw", netip.AddrPortFrom(netip.IPv6Unspecified(), 80), "gw-web")
+	l.serve("gw", netip.AddrPortFrom(netip.IPv6Unspecified(), 443), "gw-https")
 	for _, fam := range families {
-		l.serve("gw", netip.AddrPortFrom(netip.IPv6Unspecified(), 22), "gw-ssh")
-		l.serve("gw", netip.AddrPortFrom(netip.IPv6Unspecified(), 80), "gw-web")
-		l.serve("gw", netip.AddrPortFrom(netip.IPv6Unspecified(), 443), "gw-https")
 		l.serve("lan", netip.AddrPortFrom(fam.lan, 2222), "lan-ssh")
 	}
 	return l
@@ -234,9 +233,6 @@ func (l *lab) serve(ns string, at netip.AddrPort, banner string) {
 		return err
 	})
 	if err != nil {
-		if errors.Is(err, unix.EADDRINUSE) {
-			return // the dual-stack listener already covers it
-		}
 		l.t.Fatalf("listen in %s on %s: %v", ns, at, err)
 	}
 	l.mu.Lock()
@@ -340,25 +336,33 @@ func (l *lab) kill() {
 // waitLog waits for a line of the daemon's log that contains every part.
 func (l *lab) waitLog(part string, timeout time.Duration, more ...string) {
 	l.t.Helper()
+	l.waitLogAfter(0, timeout, append([]string{part}, more...)...)
+}
+
+// waitLogAfter waits for a log line with every part beyond the first n
+// such lines: the line a step caused, not one an earlier step left.
+func (l *lab) waitLogAfter(n int, timeout time.Duration, parts ...string) {
+	l.t.Helper()
 	deadline := time.Now().Add(timeout)
-	for {
-		if l.hasLog(append([]string{part}, more...)...) {
-			return
-		}
+	for l.countLog(parts...) <= n {
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(l.log)
-			l.t.Fatalf("no log line with %q %q within %v; log:\n%s", part, more, timeout, b)
+			l.t.Fatalf("no log line with %q beyond the first %d within %v; log:\n%s", parts, n, timeout, b)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func (l *lab) hasLog(parts ...string) bool {
+func (l *lab) hasLog(parts ...string) bool { return l.countLog(parts...) > 0 }
+
+// countLog counts the daemon's log lines that contain every part.
+func (l *lab) countLog(parts ...string) int {
 	f, err := os.Open(l.log)
 	if err != nil {
-		return false
+		return 0
 	}
 	defer f.Close()
+	n := 0
 	sc := bufio.NewScanner(f)
 lines:
 	for sc.Scan() {
@@ -367,9 +371,9 @@ lines:
 				continue lines
 			}
 		}
-		return true
+		n++
 	}
-	return false
+	return n
 }
 
 // connects reports whether nc in namespace ns completes a TCP handshake

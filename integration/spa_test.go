@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"bufio"
 	"crypto/rand"
 	"fmt"
 	"net/netip"
@@ -88,41 +87,6 @@ func (l *spaLab) fwknop(ns string, k spaKeys, args ...string) string {
 func (l *spaLab) ncSend(ns string, to netip.Addr, payload string) {
 	l.t.Helper()
 	l.mustIn(payload, "ip", "netns", "exec", l.ns(ns), "nc", "-u", "-n", "-w1", to.String(), "62201")
-}
-
-// countLog counts the daemon's log lines that contain every part.
-func (l *lab) countLog(parts ...string) int {
-	f, err := os.Open(l.log)
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	n := 0
-	sc := bufio.NewScanner(f)
-lines:
-	for sc.Scan() {
-		for _, p := range parts {
-			if !strings.Contains(sc.Text(), p) {
-				continue lines
-			}
-		}
-		n++
-	}
-	return n
-}
-
-// waitLogAfter waits for a log line with every part beyond the first n
-// such lines: the line a step caused, not one an earlier step left.
-func (l *lab) waitLogAfter(n int, timeout time.Duration, parts ...string) {
-	l.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for l.countLog(parts...) <= n {
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(l.log)
-			l.t.Fatalf("no new log line with %q within %v; log:\n%s", parts, timeout, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // refused runs send and checks that the daemon refused the packet it
