@@ -1,6 +1,7 @@
 package verdict
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -52,9 +53,22 @@ func (c *compiled) compileSPA(di int, d Door) error {
 	return nil
 }
 
-func replayKey(sum [32]byte) key {
-	return key{hi: be64(sum[0:8]), lo: be64(sum[8:16]),
-		door: uint32(sum[16])<<24 | uint32(sum[17])<<16 | uint32(sum[18])<<8 | uint32(sum[19])}
+// replayKey is the replay cache's key for a packet: the first 20 bytes of
+// its SHA-256, the last four of them in the door field.
+func replayKey(sum []byte) key {
+	return key{
+		hi:   binary.BigEndian.Uint64(sum[0:8]),
+		lo:   binary.BigEndian.Uint64(sum[8:16]),
+		door: binary.BigEndian.Uint32(sum[16:20]),
+	}
+}
+
+// digest is the inverse of replayKey: the 20 bytes of SHA-256 k holds.
+func (k key) digest() (d [20]byte) {
+	binary.BigEndian.PutUint64(d[0:8], k.hi)
+	binary.BigEndian.PutUint64(d[8:16], k.lo)
+	binary.BigEndian.PutUint32(d[16:20], k.door)
+	return d
 }
 
 // spaAllow applies the per-source rate limit.
@@ -98,7 +112,8 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 		d.Reason = ReasonSPAInvalid
 		return
 	}
-	rk := replayKey(spa.ReplayKey(payload))
+	sum := spa.ReplayKey(payload)
+	rk := replayKey(sum[:])
 	rs := g.replayOf(rk)
 	if rs.used(rk, t) {
 		d.Reason = ReasonSPAReplay
@@ -263,16 +278,7 @@ func (r *replayShard) appendLive(out []ReplayEntry, epoch time.Time, t int64) []
 		if !s.used || s.v <= t {
 			continue
 		}
-		var r ReplayEntry
-		for j := 0; j < 8; j++ {
-			r.Key[j] = byte(s.k.hi >> (56 - 8*j))
-			r.Key[8+j] = byte(s.k.lo >> (56 - 8*j))
-		}
-		for j := 0; j < 4; j++ {
-			r.Key[16+j] = byte(s.k.door >> (24 - 8*j))
-		}
-		r.Until = epoch.Add(time.Duration(s.v))
-		out = append(out, r)
+		out = append(out, ReplayEntry{Key: s.k.digest(), Until: epoch.Add(time.Duration(s.v))})
 	}
 	return out
 }
@@ -296,9 +302,7 @@ func (e *Engine) RestoreReplay(rs []ReplayEntry, now time.Time) (int, error) {
 		if left <= 0 {
 			continue
 		}
-		var sum [32]byte
-		copy(sum[:], r.Key[:])
-		k := replayKey(sum)
+		k := replayKey(r.Key[:])
 		sh := g.replayOf(k)
 		sh.mu.Lock()
 		if sh.t.get(k) == nil && sh.t.full() {

@@ -3,6 +3,7 @@ package verdict
 import (
 	"crypto/rand"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -214,6 +215,11 @@ func TestSPAReplay(t *testing.T) {
 	saved := e.ReplayEntries(now)
 	if len(saved) != 2 {
 		t.Fatalf("saved %d replay entries, want 2", len(saved))
+	}
+	// The state file holds the packets' digests as they are, so it
+	// outlives a change of how the engine keys its cache.
+	if sum := spa.ReplayKey(pk.Payload); !slices.ContainsFunc(saved, func(r ReplayEntry) bool { return r.Key == [20]byte(sum[:20]) }) {
+		t.Errorf("no saved entry holds the first 20 bytes of the packet's SHA-256 %x", sum[:20])
 	}
 	e2, _ := NewEngine(p, now)
 	if n, err := e2.RestoreReplay(saved, now.Add(time.Minute)); n != 2 || err != nil {

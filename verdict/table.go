@@ -1,6 +1,9 @@
 package verdict
 
-import "net/netip"
+import (
+	"encoding/binary"
+	"net/netip"
+)
 
 // key identifies an entry: a source address, and for grants the door.
 // Addresses are stored in their 16-byte form (IPv4 as ::ffff:a.b.c.d) so one
@@ -13,24 +16,16 @@ type key struct {
 func keyOf(a netip.Addr, door int) key {
 	b := a.As16()
 	return key{
-		hi:   be64(b[0:8]),
-		lo:   be64(b[8:16]),
+		hi:   binary.BigEndian.Uint64(b[0:8]),
+		lo:   binary.BigEndian.Uint64(b[8:16]),
 		door: uint32(door),
 	}
 }
 
-func be64(b []byte) uint64 {
-	_ = b[7]
-	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
-		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
-}
-
 func (k key) addr() netip.Addr {
 	var b [16]byte
-	for i := 0; i < 8; i++ {
-		b[i] = byte(k.hi >> (56 - 8*i))
-		b[8+i] = byte(k.lo >> (56 - 8*i))
-	}
+	binary.BigEndian.PutUint64(b[0:8], k.hi)
+	binary.BigEndian.PutUint64(b[8:16], k.lo)
 	return netip.AddrFrom16(b).Unmap()
 }
 
