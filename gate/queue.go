@@ -135,11 +135,10 @@ const bindTimeout = 5 * time.Second
 
 // Queue serves one netfilter queue.
 type Queue struct {
-	cfg     Config
-	log     *slog.Logger
-	observe func(verdict.Packet, verdict.Decision, time.Duration)
-	sock    *os.File // nil for a Queue of the unit tests
-	ready   chan struct{}
+	cfg   Config
+	log   *slog.Logger
+	sock  *os.File // nil for a Queue of the unit tests
+	ready chan struct{}
 
 	// send hands the kernel a buffer of verdict messages in one system
 	// call; unit tests replace it.
@@ -224,11 +223,10 @@ func newQueue(cfg Config) (*Queue, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	q := &Queue{
-		cfg:     cfg,
-		log:     log.With("queue", cfg.Queue),
-		observe: cfg.Observe,
-		ready:   make(chan struct{}),
-		out:     make([]byte, 0, maxBatch*markedMsgLen),
+		cfg:   cfg,
+		log:   log.With("queue", cfg.Queue),
+		ready: make(chan struct{}),
+		out:   make([]byte, 0, maxBatch*markedMsgLen),
 	}
 	q.rx.init(int(cfg.CopyRange) + slotOverhead)
 	return q, nil
@@ -585,8 +583,8 @@ func (q *Queue) flush() {
 		}
 	}
 	for i := range bt.n {
-		if q.observe != nil {
-			q.observe(bt.pkt[i], bt.dec[i], bt.took[i])
+		if q.cfg.Observe != nil {
+			q.cfg.Observe(bt.pkt[i], bt.dec[i], bt.took[i])
 		}
 		// The payload aliases the receive buffer, about to be reused.
 		bt.pkt[i].Payload = nil
