@@ -108,19 +108,10 @@ func share(total, n, i int) int {
 	return part
 }
 
-func hasSPA(p *Policy) bool {
-	for _, d := range p.Doors {
-		if d.SPA != nil {
-			return true
-		}
-	}
-	return false
-}
-
 // newGeneration allocates the shards' tables for c, once: they never grow.
 func newGeneration(c *compiled) *generation {
 	p := &c.policy
-	spaDoors := hasSPA(p)
+	spaDoors := len(c.spaLists) > 0
 	n := shardCount(p, spaDoors)
 	g := &generation{
 		c:      c,

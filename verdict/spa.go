@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/knockgate/knockgate/verdict/spa"
@@ -174,14 +175,7 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 	// field asks for nothing more.
 	var ports uint64
 	for _, rp := range msg.Ports {
-		want := Port{Proto(rp.Proto), rp.Num}
-		bit := -1
-		for i, o := range dr.Open {
-			if o == want {
-				bit = i
-				break
-			}
-		}
+		bit := slices.Index(dr.Open, Port{Proto(rp.Proto), rp.Num})
 		if bit < 0 {
 			d.Reason = ReasonSPAPorts
 			return
