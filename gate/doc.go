@@ -13,8 +13,9 @@
 // kernel then wakes for every queued packet although nobody waits there.
 // The socket here is blocking and outside the poller. The loop blocks in
 // one recvmmsg that returns every message already queued (up to 64),
-// decides each packet, and sends all their verdicts in one write: a run of packets with
-// consecutive ids and the same verdict gets one NFQNL_MSG_VERDICT_BATCH.
+// decides each packet, and sends all their verdicts in one write: a run
+// of packets with consecutive ids and the same verdict, none of them
+// marked, gets one NFQNL_MSG_VERDICT_BATCH.
 // When the queue is quiet a receive returns with the one packet there is,
 // so no packet waits for others. Messages are read and written in place in
 // buffers allocated once: serving a packet allocates nothing.
