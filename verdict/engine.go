@@ -549,12 +549,8 @@ func (e *Engine) Sweep(now time.Time, expired func(Grant)) {
 	t := e.nanos(now)
 	e.ctl.Lock()
 	defer e.ctl.Unlock()
-	g := e.gen.Load()
-	c := g.c
-	within := int64(c.policy.Penalty.Within)
-	for i := range g.shards {
-		s := &g.shards[i]
-		s.mu.Lock()
+	e.eachShard(func(c *compiled, s *shard) {
+		within := int64(c.policy.Penalty.Within)
 		s.rate.sweep(func(_ key, tat *int64) bool { return *tat <= t })
 		s.penalty.sweep(func(_ key, p *penalty) bool { return p.until <= t && t-p.window > within })
 		s.progress.sweep(func(_ key, pr *progress) bool {
@@ -569,14 +565,10 @@ func (e *Engine) Sweep(now time.Time, expired func(Grant)) {
 			}
 			return true
 		})
-		s.mu.Unlock()
-	}
-	for i := range g.replay {
-		r := &g.replay[i]
-		r.mu.Lock()
+	})
+	e.eachReplay(func(r *replayShard) {
 		r.t.sweep(func(_ key, until *int64) bool { return *until <= t })
-		r.mu.Unlock()
-	}
+	})
 }
 
 func (e *Engine) grantOf(c *compiled, k key, g *grant) Grant {
@@ -656,6 +648,18 @@ func (e *Engine) eachShard(f func(c *compiled, s *shard)) {
 	}
 }
 
+// eachReplay calls f for every share of the current generation's replay
+// cache, each under its lock in turn. The caller holds e.ctl.
+func (e *Engine) eachReplay(f func(r *replayShard)) {
+	g := e.gen.Load()
+	for i := range g.replay {
+		r := &g.replay[i]
+		r.mu.Lock()
+		f(r)
+		r.mu.Unlock()
+	}
+}
+
 // Grants returns the live grants, for status reports.
 func (e *Engine) Grants(now time.Time) []Grant {
 	t := e.nanos(now)
@@ -693,13 +697,7 @@ func (e *Engine) Stats() Stats {
 		st.MaxGrants += s.grants.max
 		st.Evictions += s.evictions
 	})
-	g := e.gen.Load()
-	for i := range g.replay {
-		r := &g.replay[i]
-		r.mu.Lock()
-		st.Evictions += r.evictions
-		r.mu.Unlock()
-	}
+	e.eachReplay(func(r *replayShard) { st.Evictions += r.evictions })
 	return st
 }
 

@@ -255,13 +255,7 @@ func (e *Engine) ReplayEntries(now time.Time) []ReplayEntry {
 	e.ctl.Lock()
 	defer e.ctl.Unlock()
 	var out []ReplayEntry
-	g := e.gen.Load()
-	for ri := range g.replay {
-		r := &g.replay[ri]
-		r.mu.Lock()
-		out = r.appendLive(out, e.epoch, t)
-		r.mu.Unlock()
-	}
+	e.eachReplay(func(r *replayShard) { out = r.appendLive(out, e.epoch, t) })
 	return out
 }
 
