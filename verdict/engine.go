@@ -83,10 +83,11 @@ type compiled struct {
 	// a port in a TOTP door's range, -(1 + index into totp): which slot
 	// starts there changes every step, see firstSeq.
 	first   [2][65536]int32
-	openers [2][65536]int32 // 1 + index into openLists
-	spaAt   [2][65536]int32 // 1 + index into spaLists
+	openers [2][65536]int32 // index into openLists
+	spaAt   [2][65536]int32 // index into spaLists
 	// openLists holds, per protected port, the doors that open it;
-	// spaLists, per SPA port, the doors that listen there.
+	// spaLists, per SPA port, the doors that listen there. Both start
+	// with an empty list, the one index 0 (no such port) finds.
 	openLists [][]opener
 	spaLists  [][]int
 	totp      []totpDoor
