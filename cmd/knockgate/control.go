@@ -142,16 +142,24 @@ func serveControl(ctx context.Context, ln *net.UnixListener, h controlHandler, l
 func handleControl(c *net.UnixConn, h controlHandler, log *slog.Logger) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
+	// The request is read before the caller is checked, so that a refused
+	// caller has sent it and reads the reason, rather than writing into a
+	// socket already closed (EPIPE).
+	line, err := bufio.NewReader(io.LimitReader(c, 64<<10)).ReadBytes('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return
+	}
 	// The file mode already keeps others out; the peer's credentials are
 	// checked too, so a socket exposed by a careless bind mount or chmod
 	// still answers only root and the daemon's own user.
-	if uid, err := peerUID(c); err != nil || (uid != 0 && uid != uint32(os.Getuid())) {
-		log.Warn("control connection refused", "uid", uid, "err", err)
-		json.NewEncoder(c).Encode(controlResponse{Error: "permission denied: only root may control knockgate"})
+	uid, err := peerUID(c)
+	if err != nil {
+		log.Warn("control connection refused: its credentials could not be read", "err", err)
 		return
 	}
-	line, err := bufio.NewReader(io.LimitReader(c, 64<<10)).ReadBytes('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
+	if uid != 0 && uid != uint32(os.Getuid()) {
+		log.Warn("control connection refused", "uid", uid)
+		json.NewEncoder(c).Encode(controlResponse{Error: "permission denied: only root may control knockgate"})
 		return
 	}
 	var req controlRequest

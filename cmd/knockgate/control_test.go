@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -134,4 +136,64 @@ func TestControlClientWithoutDaemon(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "is knockgate running") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
+}
+
+// A socket exposed by a careless chmod still answers only root and the
+// daemon's own user: the daemon checks the peer's credentials
+// (SO_PEERCRED). The test connects as nobody from a copy of this test
+// binary, which needs root to start.
+func TestControlSocketRefusesOtherUsers(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root, to connect as another user")
+	}
+	// Directories nobody can enter: t.TempDir's parent and the go build
+	// directory are 0700, so the socket and the binary go in one of ours.
+	dir, err := os.MkdirTemp("", "knockgate-cred-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "kg.sock")
+	ln, err := listenControl(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go serveControl(ctx, ln, &fakeControl{}, slog.New(slog.DiscardHandler))
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "knockgate.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, sock} {
+		if err := os.Chmod(p, 0o777); err != nil { // the careless chmod
+			t.Fatal(err)
+		}
+	}
+
+	cmd := exec.Command(bin, "-test.run=^TestControlClientAsOtherUser$", "-test.v")
+	cmd.Env = append(os.Environ(), "KNOCKGATE_TEST_CONTROL_SOCKET="+sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "permission denied: only root may control knockgate") {
+		t.Fatalf("status as uid 65534: %v\n%s", err, out)
+	}
+}
+
+// TestControlClientAsOtherUser is TestControlSocketRefusesOtherUsers's
+// client, run as nobody; on its own it does nothing.
+func TestControlClientAsOtherUser(t *testing.T) {
+	sock := os.Getenv("KNOCKGATE_TEST_CONTROL_SOCKET")
+	if sock == "" {
+		t.Skip("run by TestControlSocketRefusesOtherUsers")
+	}
+	resp, err := callControl(sock, controlRequest{Op: "status"})
+	if err == nil {
+		t.Fatalf("status answered: %+v", resp.Status)
+	}
+	t.Log(err)
 }
