@@ -179,6 +179,9 @@ func TestControlSocketRefusesOtherUsers(t *testing.T) {
 	cmd.Env = append(os.Environ(), "KNOCKGATE_TEST_CONTROL_SOCKET="+sock)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
+	if errors.Is(err, syscall.EACCES) {
+		t.Skipf("cannot run the client from %s (mounted noexec?): %v", dir, err)
+	}
 	if err != nil || !strings.Contains(string(out), "permission denied: only root may control knockgate") {
 		t.Fatalf("status as uid 65534: %v\n%s", err, out)
 	}
