@@ -399,7 +399,11 @@ func (q *Queue) loop(fd int) error {
 			lastYield = now
 			runtime.Gosched()
 		}
-		if q.bindErr != nil {
+		if q.bindErr == unix.EPERM {
+			// nfnetlink_queue refuses a queue another socket holds with
+			// the same errno as a missing capability.
+			return fmt.Errorf("%w: another program may serve this queue, or CAP_NET_ADMIN is missing", q.bindErr)
+		} else if q.bindErr != nil {
 			return q.bindErr
 		}
 		if !q.bound {

@@ -4,6 +4,7 @@ package gate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -301,6 +303,50 @@ func TestQueueFailOpenWhenFull(t *testing.T) {
 	}
 	close(dec.release)
 	released = true
+}
+
+// TestQueueBindRefused runs a second Queue on a queue number another socket
+// already serves: the kernel refuses the bind (EPERM, as for a missing
+// capability), Run says so and returns, Ready stays open, and the first
+// queue keeps serving.
+func TestQueueBindRefused(t *testing.T) {
+	srv, cli := gateNamespaces(t)
+	dec := &countingDecider{}
+	q, _, _ := startQueue(t, srv, Config{}, dec)
+
+	var second *Queue
+	if err := netns.Do(srv, func() error {
+		var err error
+		second, err = Open(Config{Queue: testQueueNum})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := second.Run(ctx, dec)
+	if !errors.Is(err, syscall.EPERM) || !strings.Contains(err.Error(), fmt.Sprintf("failed to bind queue %d", testQueueNum)) ||
+		!strings.Contains(err.Error(), "another program may serve this queue") {
+		t.Errorf("Run on a queue already bound: %v, want failed to bind ... EPERM, with a hint", err)
+	}
+	select {
+	case <-second.Ready():
+		t.Error("Ready closed although the bind was refused")
+	default:
+	}
+
+	before := q.Stats().Packets
+	if _, err := dialUDPIn(t, cli, netip.AddrPortFrom(srvAddr4, 9000)).Write([]byte("still served")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for q.Stats().Packets == before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if q.Stats().Packets == before {
+		t.Error("the first queue stopped serving after the refused bind")
+	}
 }
 
 // counters returns the packet counters of the rules with a comment, by

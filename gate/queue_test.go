@@ -523,10 +523,21 @@ func TestConfigDefaults(t *testing.T) {
 	}
 }
 
-func TestRunWithoutDecider(t *testing.T) {
-	q, _ := testQueue(t, Config{}, nil)
+// TestRunRefuses: Run needs a decider, and a Queue that is closed never
+// binds. Opening the socket needs no privilege; binding would.
+func TestRunRefuses(t *testing.T) {
+	q, err := Open(Config{Queue: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := q.Run(context.Background(), nil); err == nil {
 		t.Error("Run accepted a nil decider")
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Run(context.Background(), &portDecider{}); err == nil || !strings.Contains(err.Error(), "closed or already running") {
+		t.Errorf("Run after Close: %v, want it refused before touching the socket", err)
 	}
 }
 
