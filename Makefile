@@ -20,16 +20,6 @@ FUZZTIME       ?= 5m
 # emulation). More: make release RELEASE_TARGETS="mips:GOMIPS=softfloat".
 DIST            ?= dist
 RELEASE_TARGETS ?= amd64 arm64 arm:GOARM=7 mipsle:GOMIPS=softfloat
-# Build tags for every release binary, e.g. RELEASE_TAGS=nometrics for
-# small-flash routers (comma- or space-separated). A tagged build gets the
-# tags in its file names (knockgate-<version>-linux-<arch>-nometrics) so it
-# is never mistaken for the full one.
-RELEASE_TAGS    ?=
-comma := ,
-empty :=
-space := $(empty) $(empty)
-RELEASE_TAGLIST := $(subst $(space),$(comma),$(strip $(subst $(comma),$(space),$(RELEASE_TAGS))))
-RELEASE_SUFFIX  := $(if $(RELEASE_TAGLIST),-$(subst $(comma),-,$(RELEASE_TAGLIST)))
 
 all: build
 
@@ -90,10 +80,10 @@ release:
 	@set -e; mkdir -p $(DIST); rm -f $(DIST)/knockgate-* $(DIST)/SHA256SUMS; \
 	for t in $(RELEASE_TARGETS); do \
 	  arch=$${t%%:*}; extra=; case $$t in *:*) extra=$$(echo "$${t#*:}" | tr , ' ');; esac; \
-	  out=$(DIST)/knockgate-$(VERSION)-linux-$$arch$(RELEASE_SUFFIX); \
-	  echo "build $$out$${extra:+ ($$extra)}$(if $(RELEASE_TAGLIST), tags $(RELEASE_TAGLIST))"; \
+	  out=$(DIST)/knockgate-$(VERSION)-linux-$$arch; \
+	  echo "build $$out$${extra:+ ($$extra)}"; \
 	  env -u GOARM -u GOMIPS -u GOAMD64 -u GOARM64 $$extra CGO_ENABLED=0 GOOS=linux GOARCH=$$arch \
-	    $(GO) build -trimpath $(if $(RELEASE_TAGLIST),-tags '$(RELEASE_TAGLIST)') -ldflags '$(LDFLAGS)' -o $$out ./cmd/knockgate; \
+	    $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out ./cmd/knockgate; \
 	done; \
 	cd $(DIST) && sha256sum knockgate-* > SHA256SUMS; \
 	echo; printf '%-52s %10s %8s\n' binary bytes MiB; \
