@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/knockgate/knockgate/internal/synpkt"
 	"github.com/knockgate/knockgate/rules"
 	"github.com/knockgate/knockgate/verdict"
 )
@@ -232,7 +233,7 @@ func (l *lab) flood6(ns string, dst netip.Addr, port uint16, count, rate int, ma
 	}
 	defer unix.Close(fd)
 	sa := &unix.SockaddrInet6{Addr: dst.As16()}
-	pkt := make([]byte, 60)
+	pkt := make([]byte, synpkt.Len6)
 	start := time.Now()
 	for res.sent < count && time.Since(start) < max {
 		// Pace in bursts of 100 so the sender costs little CPU.
@@ -244,7 +245,7 @@ func (l *lab) flood6(ns string, dst netip.Addr, port uint16, count, rate int, ma
 			copy(src[:], []byte{0x20, 0x01, 0x0d, 0xb8, 0xff})
 			binary.BigEndian.PutUint64(src[8:], rand.Uint64())
 			binary.BigEndian.PutUint16(src[5:], uint16(res.sent>>16))
-			syn6(pkt, netip.AddrFrom16(src), dst, uint16(1024+rand.IntN(60000)), port)
+			synpkt.IPv6(pkt, src, dst.As16(), uint16(1024+rand.IntN(60000)), port)
 			if err := unix.Sendto(fd, pkt, 0, sa); err != nil {
 				if err == unix.ENOBUFS {
 					time.Sleep(time.Millisecond)
@@ -258,37 +259,4 @@ func (l *lab) flood6(ns string, dst netip.Addr, port uint16, count, rate int, ma
 	}
 	res.took = time.Since(start)
 	return res
-}
-
-// syn6 writes an IPv6 TCP SYN with a correct checksum into b (60 bytes).
-func syn6(b []byte, src, dst netip.Addr, sport, dport uint16) {
-	clear(b)
-	b[0] = 0x60
-	binary.BigEndian.PutUint16(b[4:], 20) // payload length
-	b[6], b[7] = unix.IPPROTO_TCP, 64
-	s, d := src.As16(), dst.As16()
-	copy(b[8:24], s[:])
-	copy(b[24:40], d[:])
-	tcp := b[40:]
-	binary.BigEndian.PutUint16(tcp[0:], sport)
-	binary.BigEndian.PutUint16(tcp[2:], dport)
-	binary.BigEndian.PutUint32(tcp[4:], rand.Uint32())
-	tcp[12], tcp[13] = 5<<4, 0x02
-	binary.BigEndian.PutUint16(tcp[14:], 64240)
-	var sum uint32
-	for i := 8; i < 40; i += 2 { // the pseudo-header: both addresses...
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	sum += 20 + unix.IPPROTO_TCP // ...the length and next header
-	binary.BigEndian.PutUint16(tcp[16:], checksum(tcp, sum))
-}
-
-func checksum(b []byte, sum uint32) uint16 {
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }

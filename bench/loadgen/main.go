@@ -27,6 +27,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/knockgate/knockgate/internal/synpkt"
 )
 
 type result struct {
@@ -100,9 +102,9 @@ func run(count int, duration time.Duration, rate int, dstFlag string, port int, 
 	}
 
 	runtime.LockOSThread()
-	family, hlen := unix.AF_INET, 40
+	family, hlen := unix.AF_INET, synpkt.Len4
 	if v6 {
-		family, hlen = unix.AF_INET6, 60
+		family, hlen = unix.AF_INET6, synpkt.Len6
 	}
 	// IPPROTO_RAW implies IP_HDRINCL (IPv4) and, since Linux 4.5, that the
 	// IPv6 header is ours to write too.
@@ -165,11 +167,11 @@ func run(count int, duration time.Duration, rate int, dstFlag string, port int, 
 			}
 			binary.BigEndian.PutUint64(a[:8], hi)
 			binary.BigEndian.PutUint64(a[8:], lo2)
-			syn6(b, a, d16, sport, uint16(port))
+			synpkt.IPv6(b, a, d16, sport, uint16(port))
 		} else {
 			a := base.As4()
 			binary.BigEndian.PutUint32(a[:], binary.BigEndian.Uint32(a[:])+uint32(idx))
-			syn4(b, a, d4, sport, uint16(port))
+			synpkt.IPv4(b, a, d4, sport, uint16(port))
 		}
 	}
 
@@ -224,55 +226,4 @@ func run(count int, duration time.Duration, rate int, dstFlag string, port int, 
 func sendmmsg(fd int, msgs unsafe.Pointer, n int) (int, unix.Errno) {
 	r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(msgs), uintptr(n), 0, 0, 0)
 	return int(r), e
-}
-
-// syn4 writes an IPv4 TCP SYN (20-byte IP header, 20-byte TCP header).
-// The kernel fills in the IP checksum and total length of an IP_HDRINCL
-// packet; the TCP checksum is ours.
-func syn4(b []byte, src, dst [4]byte, sport, dport uint16) {
-	clear(b)
-	b[0] = 0x45
-	binary.BigEndian.PutUint16(b[2:], 40)
-	b[6] = 0x40 // DF
-	b[8], b[9] = 64, unix.IPPROTO_TCP
-	copy(b[12:16], src[:])
-	copy(b[16:20], dst[:])
-	tcpSYN(b[20:40], b[12:20], sport, dport)
-}
-
-// syn6 writes an IPv6 TCP SYN (40-byte IPv6 header, 20-byte TCP header).
-func syn6(b []byte, src, dst [16]byte, sport, dport uint16) {
-	clear(b)
-	b[0] = 0x60
-	binary.BigEndian.PutUint16(b[4:], 20)
-	b[6], b[7] = unix.IPPROTO_TCP, 64
-	copy(b[8:24], src[:])
-	copy(b[24:40], dst[:])
-	tcpSYN(b[40:60], b[8:40], sport, dport)
-}
-
-// tcpSYN writes a 20-byte TCP SYN and its checksum, over the pseudo-header
-// of addrs (source and destination address, as they stand in the IP
-// header), the protocol and the TCP length.
-func tcpSYN(tcp, addrs []byte, sport, dport uint16) {
-	binary.BigEndian.PutUint16(tcp[0:], sport)
-	binary.BigEndian.PutUint16(tcp[2:], dport)
-	binary.BigEndian.PutUint32(tcp[4:], rand.Uint32())
-	tcp[12], tcp[13] = 5<<4, 0x02
-	binary.BigEndian.PutUint16(tcp[14:], 64240)
-	sum := uint32(20 + unix.IPPROTO_TCP)
-	for i := 0; i < len(addrs); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(addrs[i:]))
-	}
-	binary.BigEndian.PutUint16(tcp[16:], checksum(tcp, sum))
-}
-
-func checksum(b []byte, sum uint32) uint16 {
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }

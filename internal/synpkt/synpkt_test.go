@@ -1,4 +1,4 @@
-package main
+package synpkt
 
 import (
 	"encoding/binary"
@@ -26,17 +26,17 @@ func verifies(seg, addrs []byte) bool {
 	return sum == 0xffff
 }
 
-// The SYNs the generator sends are what the gate must see: bare SYNs with
-// the addresses and ports asked for, and a TCP checksum the gateway's
-// stack accepts (a bad one would be dropped before any SYN-ACK or RST,
-// and measure nothing).
+// The SYNs written are what the gate must see: bare SYNs with the
+// addresses and ports asked for, and a TCP checksum the gateway's stack
+// accepts (a bad one would be dropped before any SYN-ACK or RST, and
+// measure nothing).
 func TestSYN(t *testing.T) {
 	src4, dst4 := netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("203.0.113.1")
 	src6, dst6 := netip.MustParseAddr("2001:db8:ff00::7"), netip.MustParseAddr("2001:db8:1::1")
-	b4 := make([]byte, 40)
-	syn4(b4, src4.As4(), dst4.As4(), 40001, 8080)
-	b6 := make([]byte, 60)
-	syn6(b6, src6.As16(), dst6.As16(), 40002, 7000)
+	b4 := make([]byte, Len4)
+	IPv4(b4, src4.As4(), dst4.As4(), 40001, 8080)
+	b6 := make([]byte, Len6)
+	IPv6(b6, src6.As16(), dst6.As16(), 40002, 7000)
 	for _, tc := range []struct {
 		name     string
 		b        []byte
