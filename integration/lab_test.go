@@ -177,13 +177,9 @@ func (l *lab) cleanup() {
 		}
 	}
 	for _, n := range []string{"gw", "c1", "c2", "lan"} {
-		// Anything still running in the namespace would keep it alive.
-		if out, err := exec.Command("ip", "netns", "pids", l.ns(n)).Output(); err == nil {
-			for _, pid := range strings.Fields(string(out)) {
-				exec.Command("kill", "-9", pid).Run()
-			}
+		if err := netns.Remove(l.ns(n)); err != nil {
+			l.t.Errorf("cleanup: %v", err)
 		}
-		exec.Command("ip", "netns", "del", l.ns(n)).Run()
 	}
 	if l.t.Failed() && l.log != "" {
 		if b, err := os.ReadFile(l.log); err == nil {

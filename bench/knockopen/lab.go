@@ -130,19 +130,8 @@ func removeStale() {
 			continue // still running
 		}
 		logf("removing stale namespace %s", name)
-		killNSPids(name)
-		run("", "ip", "netns", "del", name)
-	}
-}
-
-func killNSPids(ns string) {
-	out, err := exec.Command("ip", "netns", "pids", ns).Output()
-	if err != nil {
-		return
-	}
-	for _, p := range strings.Fields(string(out)) {
-		if pid, err := strconv.Atoi(p); err == nil && pid > 1 && pid != os.Getpid() {
-			syscall.Kill(pid, syscall.SIGKILL)
+		if err := netns.Remove(name); err != nil {
+			logf("%v", err)
 		}
 	}
 }
@@ -318,8 +307,7 @@ func (l *lab) cleanup() {
 			}
 		}
 		for _, ns := range l.nss {
-			killNSPids(ns)
-			if _, err := run("", "ip", "netns", "del", ns); err != nil {
+			if err := netns.Remove(ns); err != nil {
 				logf("cleanup: %v", err)
 			}
 		}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/knockgate/knockgate/internal/netns"
 )
 
 // The lab: two namespaces joined by one veth pair, nothing in the host's
@@ -157,17 +159,9 @@ func restoreStale(savePath string) {
 // deletes them.
 func removeNamespaces() {
 	for _, ns := range []string{nsClient, nsGW} {
-		if _, err := os.Stat("/run/netns/" + ns); err != nil {
-			continue
+		if err := netns.Remove(ns); err != nil {
+			fmt.Fprintln(os.Stderr, "cleanup:", err)
 		}
-		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
-			for _, f := range strings.Fields(string(out)) {
-				if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
-					syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
-		run("ip", "netns", "del", ns)
 	}
 }
 

@@ -1,12 +1,19 @@
 // Package netns runs code inside a named network namespace, one that `ip
-// netns add` created under /run/netns. It serves the kernel tests and the
+// netns add` created under /run/netns, and removes such a namespace with
+// whatever still runs in it. It serves the kernel tests and the
 // benchmarks, which dial, listen and open queues from inside the
 // namespaces of their labs; the daemon itself never changes namespace.
 package netns
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,4 +53,25 @@ func Do(name string, f func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// Remove kills every process left in namespace name (never the caller)
+// and deletes it: a process inside would keep the namespace, and its
+// interfaces and addresses, alive after `ip netns del`. A namespace that
+// does not exist is no error.
+func Remove(name string) error {
+	if _, err := os.Stat("/run/netns/" + name); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if out, err := exec.Command("ip", "netns", "pids", name).Output(); err == nil {
+		for _, f := range strings.Fields(string(out)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
+				unix.Kill(pid, unix.SIGKILL)
+			}
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("failed to delete network namespace %s: %w: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }

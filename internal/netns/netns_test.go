@@ -6,7 +6,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestDo enters a fresh namespace, where only a loopback interface exists,
@@ -56,5 +59,55 @@ func TestDo(t *testing.T) {
 	}
 	if err := Do(name+"-missing", func() error { return nil }); err == nil {
 		t.Error("Do entered a namespace that does not exist")
+	}
+}
+
+// TestRemove starts a process inside a fresh namespace and checks that
+// Remove kills it and deletes the namespace, and that removing a
+// namespace that is gone is no error.
+func TestRemove(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a network namespace")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skipf("needs ip: %v", err)
+	}
+	name := fmt.Sprintf("kgr%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	sleeper := exec.Command("ip", "netns", "exec", name, "sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- sleeper.Wait() }()
+	t.Cleanup(func() { sleeper.Process.Kill() })
+	// ip netns exec has become sleep once the namespace lists its pid.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		out, _ := exec.Command("ip", "netns", "pids", name).Output()
+		if strings.Contains(string(out), strconv.Itoa(sleeper.Process.Pid)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sleeper never showed in namespace %s", name)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	if err := Remove(name); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the process inside the namespace still runs after Remove")
+	}
+	if _, err := os.Stat("/run/netns/" + name); err == nil {
+		t.Errorf("namespace %s still exists after Remove", name)
+	}
+	if err := Remove(name); err != nil {
+		t.Errorf("Remove of a namespace that is gone: %v", err)
 	}
 }
