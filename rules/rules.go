@@ -126,6 +126,17 @@ func Parse(src []byte, filename string) (*Policy, error) {
 	return p, nil
 }
 
+// CheckSyntax reports the HCL syntax errors of src, as an *Error, without
+// reading it as a policy: for tools that rewrite a file's layout and must
+// not touch one that is broken.
+func CheckSyntax(src []byte, filename string) error {
+	parser := hclparse.NewParser()
+	if _, diags := parser.ParseHCL(src, filename); diags.HasErrors() {
+		return newError(diags, parser.Files())
+	}
+	return nil
+}
+
 // Error is an invalid policy. Diags holds every problem found, in source
 // order.
 type Error struct {
@@ -138,7 +149,7 @@ func newError(diags hcl.Diagnostics, files map[string]*hcl.File) *Error {
 	// Diagnostics come from several passes (syntax, per door, across doors),
 	// and gohcl walks attributes in map order; sorting by position makes the
 	// output read top to bottom and stay the same from run to run.
-	diags = SortDiagnostics(diags)
+	diags = sortDiagnostics(diags)
 
 	return &Error{Diags: diags, files: files}
 }
@@ -176,9 +187,9 @@ func pos(r hcl.Range) string {
 	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
 }
 
-// SortDiagnostics returns a copy of diags in source order (those without a
+// sortDiagnostics returns a copy of diags in source order (those without a
 // position first), so that a list of errors reads top to bottom.
-func SortDiagnostics(diags hcl.Diagnostics) hcl.Diagnostics {
+func sortDiagnostics(diags hcl.Diagnostics) hcl.Diagnostics {
 	diags = slices.Clone(diags)
 	slices.SortStableFunc(diags, func(a, b *hcl.Diagnostic) int {
 		switch {

@@ -700,3 +700,16 @@ func wantDiags(t *testing.T, err error, want []string) {
 		}
 	}
 }
+
+// CheckSyntax refuses only what HCL cannot parse, with its position; a file
+// that parses but is no valid policy passes it.
+func TestCheckSyntax(t *testing.T) {
+	if err := CheckSyntax([]byte("door \"ssh\" {\n  open = [\"tcp/99999\"]\n}\n"), "p.hcl"); err != nil {
+		t.Errorf("an invalid policy with valid syntax: %v", err)
+	}
+	err := CheckSyntax([]byte("door \"ssh\" {\n  open = = [\"tcp/22\"]\n}\n"), "p.hcl")
+	var perr *Error
+	if !errors.As(err, &perr) || !strings.HasPrefix(err.Error(), "p.hcl:2:10: ") {
+		t.Errorf("CheckSyntax of a stray = gave %v, want an *Error at p.hcl:2:10", err)
+	}
+}

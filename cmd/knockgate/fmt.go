@@ -12,8 +12,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclwrite"
 
 	"github.com/knockgate/knockgate/rules"
@@ -239,40 +237,14 @@ func fmtFile(path string, stdout, stderr io.Writer, opt fmtOptions) (bool, error
 // and, if it has syntax errors, they are printed the way validate prints
 // them and errReported returned.
 func formatHCL(src []byte, filename string, stderr io.Writer) ([]byte, error) {
-	p := hclparse.NewParser()
-	_, diags := p.ParseHCL(src, filename)
-	if diags.HasErrors() {
-		// The lexer and parser report in separate passes; in source
-		// order the output reads top to bottom.
-		diags = rules.SortDiagnostics(diags)
-
-		// First one file:line:col line per diagnostic, which editors and
-		// terminals link to, then each with its source lines.
-		for _, d := range diags {
-			fmt.Fprintln(stderr, diagLine(d))
-		}
-		fmt.Fprintln(stderr)
-		if err := hcl.NewDiagnosticTextWriter(stderr, p.Files(), 0, false).WriteDiagnostics(diags); err != nil {
-			return nil, fmt.Errorf("failed to print diagnostics: %w", err)
+	var rerr *rules.Error
+	if err := rules.CheckSyntax(src, filename); errors.As(err, &rerr) {
+		if err := printPolicyError(stderr, rerr); err != nil {
+			return nil, err
 		}
 		return nil, errReported
 	}
 	return hclwrite.Format(src), nil
-}
-
-// diagLine gives "file:line:col: summary; detail" (hcl.Range.String gives
-// file:line,col-col, which editors do not link).
-func diagLine(d *hcl.Diagnostic) string {
-	var b strings.Builder
-	if d.Subject != nil {
-		fmt.Fprintf(&b, "%s:%d:%d: ", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column)
-	}
-	b.WriteString(d.Summary)
-	if d.Detail != "" {
-		b.WriteString("; ")
-		b.WriteString(d.Detail)
-	}
-	return b.String()
 }
 
 // writeAtomic replaces path with data through a temporary file in the same

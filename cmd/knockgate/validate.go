@@ -29,13 +29,21 @@ func loadPolicy(path string, stderr io.Writer) (*rules.Policy, error) {
 	p, err := rules.Load(path)
 	var rerr *rules.Error
 	if errors.As(err, &rerr) {
-		// First one file:line:col line per error, which editors and
-		// terminals link to, then each with its source lines.
-		fmt.Fprintf(stderr, "%s\n\n", rerr.Error())
-		if werr := rerr.WriteText(stderr, 0, false); werr != nil {
-			return nil, fmt.Errorf("failed to print diagnostics: %w", werr)
+		if err := printPolicyError(stderr, rerr); err != nil {
+			return nil, err
 		}
 		return nil, exitError{1}
 	}
 	return p, err
+}
+
+// printPolicyError prints an invalid policy's diagnostics: first one
+// file:line:col line per error, which editors and terminals link to, then
+// each with its source lines.
+func printPolicyError(stderr io.Writer, rerr *rules.Error) error {
+	fmt.Fprintf(stderr, "%s\n\n", rerr.Error())
+	if err := rerr.WriteText(stderr, 0, false); err != nil {
+		return fmt.Errorf("failed to print diagnostics: %w", err)
+	}
+	return nil
 }
