@@ -142,3 +142,43 @@ func TestParseKeysFile(t *testing.T) {
 		}
 	}
 }
+
+// Two doors on one SPA port with the same HMAC key: the engine gives a
+// packet to the first that admits its source, so the second is refused
+// unless their allow_from lists keep them apart.
+func TestSPAShadowedDoor(t *testing.T) {
+	enc, mac := newKeys(t)
+	enc2, mac2 := newKeys(t)
+	door := func(name, enc, mac, allow string) string {
+		a := ""
+		if allow != "" {
+			a = "\n  allow_from = [" + allow + "]"
+		}
+		return fmt.Sprintf("door %q {\n  spa {\n    key_base64      = %q\n    hmac_key_base64 = %q\n  }\n  open = [\"tcp/22\"]%s\n}\n", name, enc, mac, a)
+	}
+	for _, tt := range []struct {
+		name string
+		src  string
+		want []string // nil: valid
+	}{
+		{"same hmac key, anyone", door("a", enc, mac, "") + door("b", enc2, mac, ""),
+			[]string{`t.hcl:9:3: spa of door "b" can never open it; Door "a" takes SPA packets on the same port with the same HMAC key and digest, and it comes first, so it takes every packet from any source.`}},
+		{"same hmac key, overlapping allow_from", door("a", enc, mac, `"198.51.100.0/24"`) + door("b", enc2, mac, `"198.51.100.128/25", "203.0.113.0/24"`),
+			[]string{`t.hcl:10:3: spa of door "b" can never open it; Door "a" takes SPA packets on the same port with the same HMAC key and digest, and it comes first, so it takes every packet from 198.51.100.128/25.`}},
+		{"same hmac key, the first for everyone", door("a", enc, mac, "") + door("b", enc2, mac, `"203.0.113.0/24"`),
+			[]string{`t.hcl:9:3: spa of door "b" can never open it; Door "a" takes SPA packets on the same port with the same HMAC key and digest, and it comes first, so it takes every packet from 203.0.113.0/24.`}},
+		{"same hmac key, disjoint allow_from", door("a", enc, mac, `"198.51.100.0/24"`) + door("b", enc2, mac, `"203.0.113.0/24"`), nil},
+		{"own hmac keys", door("a", enc, mac, "") + door("b", enc2, mac2, ""), nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.src), "t.hcl")
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			wantDiags(t, err, tt.want)
+		})
+	}
+}
