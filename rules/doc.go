@@ -2,7 +2,9 @@
 // checks it, and compiles it into the verdict.Policy the engine enforces,
 // plus the settings only the daemon needs: the NFQUEUE numbers, the
 // fail-open mark, the state file, the control socket and the metrics
-// address.
+// address. It also renders, from those settings, the static iptables and
+// ip6tables steering rules that queue new connections to the gate
+// (Steering), so the rules and the policy they follow are kept in one place.
 //
 // Loading is in two stages. gohcl decodes the file into raw structs that
 // still hold each attribute's expression, so that a bad port can be pointed

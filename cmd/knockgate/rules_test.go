@@ -1,11 +1,13 @@
 package main
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/knockgate/knockgate/rules"
 	"github.com/knockgate/knockgate/verdict"
 )
 
@@ -37,10 +39,10 @@ door "lan" {
 }
 `
 
-// In fail-open mode the rules queue with --queue-bypass and drop, in mangle
-// INPUT and FORWARD, new connections to every protected port that lack the
-// accept mark, for both families; the queue number and the mark come from
-// the policy.
+// With a fail-open policy, rules prints what rules.Steering renders from
+// its flags and the policy: the interface, the DNATs, the policy's queue,
+// and the fail-open part (mark, protected ports, the --config path in the
+// header). The rules themselves are tested in package rules.
 func TestRulesFailOpen(t *testing.T) {
 	cfg := writePolicyFile(t, failOpenPolicy)
 	code, out, errOut := runMain(t, "rules", "--config", cfg, "--interface", "wan0",
@@ -48,42 +50,47 @@ func TestRulesFailOpen(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	v4, v6, ok := strings.Cut(out, "# ---- ip6tables-restore --noflush ----")
-	if !ok {
-		t.Fatalf("no IPv6 section:\n%s", out)
+	pol, err := rules.Load(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// The mangle table of each section, rule for rule.
-	wantMangle := `*mangle
-:KNOCKGATE - [0:0]
-:KNOCKGATE-PROTECTED - [0:0]
--A PREROUTING -i wan0 -m addrtype --dst-type LOCAL -m conntrack --ctstate NEW -j KNOCKGATE
--A KNOCKGATE -p tcp -j NFQUEUE --queue-num 5 --queue-bypass
--A KNOCKGATE -p udp -j NFQUEUE --queue-num 5 --queue-bypass
--I INPUT -i wan0 -m conntrack --ctstate NEW -m mark ! --mark 0x100/0x300 -j KNOCKGATE-PROTECTED
--I FORWARD -i wan0 -m conntrack --ctstate NEW -m conntrack --ctstate DNAT -m mark ! --mark 0x100/0x300 -j KNOCKGATE-PROTECTED
--A KNOCKGATE-PROTECTED -m conntrack --ctproto tcp --ctorigdstport 22:23 -j DROP
--A KNOCKGATE-PROTECTED -m conntrack --ctproto tcp --ctorigdstport 2222:2224 -j DROP
--A KNOCKGATE-PROTECTED -m conntrack --ctproto udp --ctorigdstport 51820 -j DROP
-COMMIT
-`
-	for name, sec := range map[string]string{"IPv4": v4, "IPv6": v6} {
-		if !strings.Contains(sec, wantMangle) {
-			t.Errorf("%s section lacks the mangle rules\n%s\nin:\n%s", name, wantMangle, sec)
-		}
-		for _, want := range []string{
-			"FAIL-OPEN, for the policy " + cfg,
-			"Protected ports:\n#   tcp/22 tcp/23 tcp/2222 tcp/2223 tcp/2224 udp/51820\n",
-			"These rules depend on the policy's protected ports",
-			"knockgate rules --config " + cfg + "\n",
-			"never change per knock, grant or daemon reload",
-		} {
-			if !strings.Contains(sec, want) {
-				t.Errorf("%s header lacks %q:\n%s", name, want, sec)
-			}
+	want, err := rules.Steering{
+		Interface: "wan0", Queue: 5, Queues: 1, FailOpen: rules.NewFailOpen(pol),
+		DNATs: []rules.DNAT{
+			{Port: verdict.Port{Proto: verdict.TCP, Num: 2222}, To: netip.MustParseAddrPort("192.0.2.10:22")},
+			{Port: verdict.Port{Proto: verdict.TCP, Num: 2222}, To: netip.MustParseAddrPort("[2001:db8:2::10]:22")},
+		},
+	}.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != want {
+		t.Errorf("printed\n%s\nwant\n%s", out, want)
+	}
+	for _, frag := range []string{
+		"FAIL-OPEN, for the policy " + cfg + "\n",
+		"knockgate rules --config " + cfg + "\n",
+		"-A KNOCKGATE -p udp -j NFQUEUE --queue-num 5 --queue-bypass\n",
+		"-I INPUT -i wan0 -m conntrack --ctstate NEW -m mark ! --mark 0x100/0x300 -j KNOCKGATE-PROTECTED\n",
+	} {
+		if strings.Count(out, frag) != 2 {
+			t.Errorf("want %q in both families:\n%s", frag, out)
 		}
 	}
-	if !strings.Contains(v4, "--to-destination 192.0.2.10:22") || !strings.Contains(v6, "--to-destination [2001:db8:2::10]:22") {
-		t.Errorf("DNAT missing:\n%s", out)
+}
+
+// --interface is refused, naming the flag, unless it is an interface name.
+func TestRulesInterface(t *testing.T) {
+	for arg, want := range map[string]string{
+		"eth0;x":           `invalid --interface "eth0;x"` + "\n",
+		"abcdefghijklmnop": `invalid --interface "abcdefghijklmnop": longer than 15 characters` + "\n",
+	} {
+		if code, out, errOut := runMain(t, "rules", "--interface", arg); code != 1 || out != "" || !strings.HasSuffix(errOut, want) {
+			t.Errorf("--interface %q: exit %d, stdout %q, stderr %q; want exit 1 and %q", arg, code, out, errOut, want)
+		}
+	}
+	if code, out, errOut := runMain(t, "rules", "--interface", "wan.100"); code != 0 || !strings.Contains(out, "-i wan.100 ") {
+		t.Errorf("--interface wan.100: exit %d, stderr %q:\n%s", code, errOut, out)
 	}
 }
 
@@ -152,42 +159,6 @@ func TestRulesInvalidPolicy(t *testing.T) {
 	}
 	if code, _, errOut := runMain(t, "rules", "--config", filepath.Join(t.TempDir(), "none.hcl")); code != 1 || !strings.Contains(errOut, "failed to read policy") {
 		t.Errorf("missing policy: exit %d, stderr %q", code, errOut)
-	}
-}
-
-// A fail-open policy without doors protects nothing: the rules bypass and
-// drop nothing.
-func TestRulesFailOpenNoDoors(t *testing.T) {
-	cfg := writePolicyFile(t, "gate {\n  fail_open = true\n}\n")
-	code, out, errOut := runMain(t, "rules", "--config", cfg)
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut)
-	}
-	if !strings.Contains(out, "--queue-bypass") || strings.Contains(out, "-j DROP") || strings.Contains(out, "-I INPUT") {
-		t.Errorf("want bypass and no drop rules:\n%s", out)
-	}
-	if !strings.Contains(out, "none (the policy's doors open no port)") {
-		t.Errorf("header does not say nothing is protected:\n%s", out)
-	}
-}
-
-func TestPortRanges(t *testing.T) {
-	tcp := func(n uint16) verdict.Port { return verdict.Port{Proto: verdict.TCP, Num: n} }
-	udp := func(n uint16) verdict.Port { return verdict.Port{Proto: verdict.UDP, Num: n} }
-	doors := []verdict.Door{
-		{Open: []verdict.Port{tcp(65535), udp(1), tcp(22)}},
-		{Open: []verdict.Port{tcp(23), tcp(22), udp(2), tcp(65534), tcp(80), udp(4)}},
-	}
-	var got []string
-	for _, r := range portRanges(protectedPorts(doors)) {
-		got = append(got, r.proto.String()+" "+r.String())
-	}
-	want := "tcp 22:23,tcp 80,tcp 65534:65535,udp 1:2,udp 4"
-	if strings.Join(got, ",") != want {
-		t.Errorf("ranges %v, want %s", got, want)
-	}
-	if r := portRanges(nil); r != nil {
-		t.Errorf("no ports gave %v", r)
 	}
 }
 
