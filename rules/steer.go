@@ -200,9 +200,10 @@ func portRuns(ports []verdict.Port) []portRun {
 	return rs
 }
 
-// queueRange names queues, first and the ones after it, as iptables does:
-// "0", or "0:1" for --queue-balance.
-func queueRange(first uint16, queues int) string {
+// QueueRange names queues, first and the ones after it, as iptables does:
+// "0", or "0:1" for --queue-balance. The daemon's logs and status name
+// them the same way.
+func QueueRange(first uint16, queues int) string {
 	if queues <= 1 {
 		return strconv.Itoa(int(first))
 	}
@@ -225,7 +226,7 @@ func (s Steering) family(v6 bool) string {
 		// The kernel picks a queue by a hash of the address pair and
 		// protocol, so a source's TCP and UDP knocks may land on
 		// different queues; the engine shares their state.
-		queue = "--queue-balance " + queueRange(s.Queue, s.Queues)
+		queue = "--queue-balance " + QueueRange(s.Queue, s.Queues)
 	}
 	fo := s.FailOpen
 	var b strings.Builder

@@ -249,9 +249,9 @@ func TestQueueRange(t *testing.T) {
 		first  uint16
 		queues int
 		want   string
-	}{{0, 1, "0"}, {7, 1, "7"}, {2, 2, "2:3"}, {65472, 64, "65472:65535"}} {
-		if got := queueRange(tc.first, tc.queues); got != tc.want {
-			t.Errorf("queueRange(%d, %d) = %q, want %q", tc.first, tc.queues, got, tc.want)
+	}{{0, 1, "0"}, {0, 0, "0"}, {7, 1, "7"}, {2, 2, "2:3"}, {65472, 64, "65472:65535"}} {
+		if got := QueueRange(tc.first, tc.queues); got != tc.want {
+			t.Errorf("QueueRange(%d, %d) = %q, want %q", tc.first, tc.queues, got, tc.want)
 		}
 	}
 }

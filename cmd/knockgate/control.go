@@ -253,7 +253,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
 	}
-	fmt.Fprintf(stdout, "knockgate %s, policy %s, queue %s\n", st.Version, st.Policy, queueNames(st.Queue.Queue, st.Queue.Queues))
+	fmt.Fprintf(stdout, "knockgate %s, policy %s, queue %s\n", st.Version, st.Policy, rules.QueueRange(st.Queue.Queue, st.Queue.Queues))
 	fmt.Fprintf(stdout, "sources with a knock in progress: %d of %d; grants: %d of %d; evictions: %d\n",
 		st.TrackedSources, st.MaxSources, st.Grants, st.MaxGrants, st.Evictions)
 	fmt.Fprintf(stdout, "packets: %d (accepted %d, dropped %d, malformed %d)\n\n",

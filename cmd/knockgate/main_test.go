@@ -220,17 +220,3 @@ func TestProcsFor(t *testing.T) {
 		}
 	}
 }
-
-func TestQueueNames(t *testing.T) {
-	for _, tc := range []struct {
-		first  uint16
-		queues int
-		want   string
-	}{
-		{0, 1, "0"}, {0, 0, "0"}, {5, 1, "5"}, {0, 2, "0:1"}, {65534, 2, "65534:65535"},
-	} {
-		if got := queueNames(tc.first, tc.queues); got != tc.want {
-			t.Errorf("queueNames(%d, %d) = %q, want %q", tc.first, tc.queues, got, tc.want)
-		}
-	}
-}

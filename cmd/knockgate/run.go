@@ -156,14 +156,14 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		case <-ctx.Done():
 			return
 		}
-		logger.Info("knockgate ready", "queues", queueNames(pol.Queue, pol.Queues), "metrics", pol.MetricsListen, "control_socket", pol.ControlSocket)
-		if err := sdNotify("READY=1\nSTATUS=deciding packets on queue " + queueNames(pol.Queue, pol.Queues)); err != nil {
+		logger.Info("knockgate ready", "queues", rules.QueueRange(pol.Queue, pol.Queues), "metrics", pol.MetricsListen, "control_socket", pol.ControlSocket)
+		if err := sdNotify("READY=1\nSTATUS=deciding packets on queue " + rules.QueueRange(pol.Queue, pol.Queues)); err != nil {
 			logger.Warn("systemd notification failed", "err", err)
 		}
 		d.watchdog(ctx, runDone)
 	}()
 
-	logger.Info("knockgate starting", "version", version, "policy", *config, "queues", queueNames(pol.Queue, pol.Queues),
+	logger.Info("knockgate starting", "version", version, "policy", *config, "queues", rules.QueueRange(pol.Queue, pol.Queues),
 		"doors", len(pol.Doors), "unprotected", pol.Unprotected.String())
 	// The first queue to fail (to bind, in practice) stops the others.
 	errs := make(chan error, len(qs))
@@ -210,15 +210,6 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 // runtime's own choice.
 func procsFor(queues, current int) int {
 	return max(current, queues+2)
-}
-
-// queueNames names queues, first and the ones after it, as iptables does:
-// "0", or "0:1" for --queue-balance.
-func queueNames(first uint16, queues int) string {
-	if queues <= 1 {
-		return fmt.Sprint(first)
-	}
-	return fmt.Sprintf("%d:%d", first, int(first)+queues-1)
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
