@@ -300,7 +300,19 @@ func (e *Engine) Decide(p Packet, now time.Time) Decision {
 	if far.dur > 0 {
 		e.grantFar(g, &far, t)
 	}
+	g.c.nameDoors(&d)
 	return d
+}
+
+// nameDoors sets d's door names from c, the policy d was decided under:
+// one step after every path of Decide, so no path can forget it.
+func (c *compiled) nameDoors(d *Decision) {
+	if d.Door != NoDoor {
+		d.DoorName = c.policy.Doors[d.Door].Name
+	}
+	if d.Reset != NoDoor {
+		d.ResetName = c.policy.Doors[d.Reset].Name
+	}
 }
 
 // decideLocked runs Decide under the lock of the source's shard and

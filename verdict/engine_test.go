@@ -278,6 +278,10 @@ func TestDecide(t *testing.T) {
 			}
 			for i, s := range tt.steps {
 				got := e.Decide(s.p, t0.Add(s.at))
+				if got.DoorName != doorName(got.Door) || got.ResetName != doorName(got.Reset) {
+					t.Fatalf("step %d: DoorName %q ResetName %q, but Door and Reset index %q and %q",
+						i, got.DoorName, got.ResetName, doorName(got.Door), doorName(got.Reset))
+				}
 				if got.Verdict != s.v || got.Reason != s.reason || doorName(got.Door) != s.door || doorName(got.Reset) != s.reset {
 					t.Fatalf("step %d (%v from %v at %v): got %v/%v door %q reset %q, want %v/%v door %q reset %q",
 						i, Port{s.p.Proto, s.p.DstPort}, s.p.Src, s.at,

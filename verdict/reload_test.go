@@ -194,3 +194,32 @@ func TestReloadKeepsTOTPState(t *testing.T) {
 		t.Fatalf("progress on the old secret's sequence kept: %+v", st)
 	}
 }
+
+// A decision names its doors as the policy it was decided under numbers
+// them: after a reload that swaps the doors, an index kept from before
+// points at the other door, and the name does not.
+func TestDecisionNamesItsDoorAcrossReload(t *testing.T) {
+	e, _ := NewEngine(testPolicy(), t0)
+	ks := knockSSH(bob, 0, 2000)
+	before := e.Decide(ks[0].p, t0)
+	swapped := testPolicy()
+	swapped.Doors[0], swapped.Doors[1] = swapped.Doors[1], swapped.Doors[0]
+	if _, err := e.Reload(swapped, t0); err != nil {
+		t.Fatal(err)
+	}
+	if before.DoorName != "ssh" {
+		t.Fatalf("DoorName before the reload = %q, want ssh", before.DoorName)
+	}
+	if now := e.Policy().Doors[before.Door].Name; now != "web" {
+		t.Fatalf("the test's premise: the old index now names %q, want web", now)
+	}
+	// bob's sequence in progress moved to the new numbering; a wrong knock
+	// breaks it.
+	d := e.Decide(pkt(bob, "tcp/9000", 2001), t0.Add(time.Second))
+	if d.Reset != 1 || d.ResetName != "ssh" {
+		t.Fatalf("after the reload: Reset %d %q, want 1 ssh", d.Reset, d.ResetName)
+	}
+	if d := e.Decide(pkt(alice, "udp/5000", 1), t0.Add(time.Second)); d.Door != 0 || d.DoorName != "web" {
+		t.Fatalf("after the reload: Door %d %q, want 0 web", d.Door, d.DoorName)
+	}
+}

@@ -217,6 +217,12 @@ type Decision struct {
 	// Reset is the index of a door whose sequence in progress this packet
 	// broke, or NoDoor. A packet can reset one door and start another.
 	Reset int
+	// DoorName and ResetName name the doors Door and Reset index ("" for
+	// NoDoor), in the policy the packet was decided under. A reload may
+	// renumber doors between Decide and whoever logs or counts the
+	// decision; the names stay true. They share the policy's strings, so
+	// they cost no allocation.
+	DoorName, ResetName string
 	// GrantEnded is set when this packet used the last connection a
 	// max_connections grant allowed: the grant is gone.
 	GrantEnded bool
