@@ -312,7 +312,7 @@ type Penalty struct {
 // what a person mistyping a knock reaches, far below a brute force.
 var DefaultPenalty = Penalty{Failures: 10, Within: time.Minute, Ban: 10 * time.Minute, MaxSources: 10_000}
 
-// Defaults for the caps. The tables are allocated whole at start (table.go);
+// Defaults for the caps. The tables are allocated whole at start (newGeneration);
 // BenchmarkStatePerSource reports what a tracked source and a grant cost.
 const (
 	DefaultMaxSources = 100_000
