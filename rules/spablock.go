@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -193,68 +192,4 @@ func parseKeysFile(b []byte) (enc, mac string) {
 		}
 	}
 	return enc, mac
-}
-
-// spaPorts checks that an SPA port is nobody's knock or protected port.
-// Several doors may share one SPA port: the HMAC tells their packets apart.
-func (c *compiler) spaPorts(doors []*doorSrc) {
-	for j, d := range doors {
-		if d.door.SPA == nil {
-			continue
-		}
-		p := d.door.SPA.Port
-		// The engine gives an SPA packet to the first door on its port,
-		// in policy order, that admits the source and whose HMAC the
-		// packet carries; a later door with the same HMAC key never gets
-		// the packets of the sources both admit.
-		for _, o := range doors[:j] {
-			if prev := o.door.SPA; prev != nil && prev.Port == p && bytes.Equal(prev.Keys.HMAC, d.door.SPA.Keys.HMAC) &&
-				prev.Keys.HMACDigest == d.door.SPA.Keys.HMACDigest {
-				if both, ok := commonSources(o.door.AllowFrom, d.door.AllowFrom); ok {
-					c.errorf(d.spaPort, nil,
-						fmt.Sprintf("Door %q takes SPA packets on the same port with the same HMAC key and digest, and it comes first, so it takes every packet from %s. Give each door its own HMAC key, or allow_from lists that do not overlap.", o.door.Name, both),
-						"spa of door %q can never open it", d.door.Name)
-				}
-			}
-		}
-		for _, o := range doors {
-			for _, l := range []*portList{o.seq, o.closeSeq, o.open} {
-				if l == nil {
-					continue
-				}
-				for i, q := range l.ports {
-					if q == p {
-						c.errorf(d.spaPort, nil,
-							fmt.Sprintf("Door %q %s uses it at %s. SPA packets are checked and dropped there, so the port can serve nothing else.",
-								o.door.Name, l.attr.Name, pos(l.elems[i])),
-							"spa port %v of door %q is used by another rule", p, d.door.Name)
-					}
-				}
-			}
-		}
-	}
-}
-
-// commonSources reports whether two allow_from lists (empty: any source)
-// admit a source in common, and names one such range.
-func commonSources(a, b []netip.Prefix) (string, bool) {
-	switch {
-	case len(a) == 0 && len(b) == 0:
-		return "any source", true
-	case len(a) == 0:
-		return b[0].String(), true
-	case len(b) == 0:
-		return a[0].String(), true
-	}
-	for _, p := range a {
-		for _, q := range b {
-			if p.Overlaps(q) {
-				if p.Bits() > q.Bits() {
-					return p.String(), true
-				}
-				return q.String(), true
-			}
-		}
-	}
-	return "", false
 }
