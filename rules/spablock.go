@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 
 	"github.com/knockgate/knockgate/verdict"
-	"github.com/knockgate/knockgate/verdict/spa"
+	"github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 // Defaults of an spa block, fwknopd's where it has one.
@@ -33,7 +33,7 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 	}
 	blockRange := nestedRange(b, "spa")
 	ok := true
-	s := &verdict.SPA{MaxAge: DefaultSPAMaxAge, Keys: spa.Keys{HMACDigest: spa.SHA256, Mode: spa.CBC}}
+	s := &verdict.SPA{MaxAge: DefaultSPAMaxAge, Keys: fwknop.Keys{HMACDigest: fwknop.SHA256, Mode: fwknop.CBC}}
 
 	s.Port, _ = verdict.ParsePort(DefaultSPAPort)
 	portRange := blockRange.Ptr()
@@ -57,7 +57,7 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 	if present(raw.HMACDigest) {
 		if str, sok := c.str(raw.HMACDigest.Expr, &raw.HMACDigest.Range, "hmac_digest"); !sok {
 			ok = false
-		} else if d, err := spa.ParseDigest(str); err != nil {
+		} else if d, err := fwknop.ParseDigest(str); err != nil {
 			c.errorf(raw.HMACDigest.Expr.Range().Ptr(), &raw.HMACDigest.Range,
 				fmt.Sprintf("As the fwknop client's --hmac-digest-type: %v.", err),
 				"invalid hmac_digest %q in door %q", str, door)
@@ -69,7 +69,7 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 	if present(raw.Mode) {
 		if str, sok := c.str(raw.Mode.Expr, &raw.Mode.Range, "encryption_mode"); !sok {
 			ok = false
-		} else if m, err := spa.ParseMode(str); err != nil {
+		} else if m, err := fwknop.ParseMode(str); err != nil {
 			c.errorf(raw.Mode.Expr.Range().Ptr(), &raw.Mode.Range,
 				fmt.Sprintf("As the fwknop client's --encryption-mode: %v.", err),
 				"invalid encryption_mode %q in door %q", str, door)
@@ -99,7 +99,7 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 }
 
 // spaKeys reads the keys inline or from keys_file, exactly one way.
-func (c *compiler) spaKeys(door string, raw *rawSPA, block hcl.Range, keys *spa.Keys) bool {
+func (c *compiler) spaKeys(door string, raw *rawSPA, block hcl.Range, keys *fwknop.Keys) bool {
 	inline := present(raw.KeyBase64) || present(raw.HMACKeyBase64)
 	if inline && present(raw.KeysFile) {
 		c.errorf(raw.KeysFile.Range.Ptr(), nil,
@@ -151,11 +151,11 @@ func (c *compiler) spaKeys(door string, raw *rawSPA, block hcl.Range, keys *spa.
 		}
 	}
 	var err error
-	if keys.Enc, err = spa.DecodeKey(enc); err != nil {
+	if keys.Enc, err = fwknop.DecodeKey(enc); err != nil {
 		c.errorf(encRange, nil, err.Error()+".", "invalid encryption key of door %q", door)
 		return false
 	}
-	if keys.HMAC, err = spa.DecodeKey(mac); err != nil {
+	if keys.HMAC, err = fwknop.DecodeKey(mac); err != nil {
 		c.errorf(macRange, nil, err.Error()+".", "invalid HMAC key of door %q", door)
 		return false
 	}

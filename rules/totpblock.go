@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 
 	"github.com/knockgate/knockgate/verdict"
-	"github.com/knockgate/knockgate/verdict/spa"
+	"github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 // Defaults of a totp block.
@@ -62,7 +62,7 @@ func (c *compiler) totpBlock(door string, b *hcl.Block, body hcl.Body) (*verdict
 			"door %q totp block has no secret", door)
 		return nil, nil
 	}
-	key, err := spa.DecodeKey(secret)
+	key, err := fwknop.DecodeKey(secret)
 	if err != nil || len(key) < verdict.MinTOTPSecret {
 		detail := fmt.Sprintf("The secret is base64 of at least %d random bytes, as `knockgate keygen --kind totp` prints it.", verdict.MinTOTPSecret)
 		c.errorf(secretRange, nil, detail, "invalid TOTP secret of door %q", door)

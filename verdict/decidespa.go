@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/knockgate/knockgate/verdict/spa"
+	"github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 // The per-source SPA rate limit, a GCRA: one packet per spaInterval on
@@ -53,11 +53,11 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 		return
 	}
 	payload := p.Payload
-	if spa.Prefilter(payload) != nil {
+	if fwknop.Prefilter(payload) != nil {
 		d.Reason = ReasonSPAInvalid
 		return
 	}
-	sum := spa.ReplayKey(payload)
+	sum := fwknop.ReplayKey(payload)
 	rk := replayKey(sum[:])
 	rs := g.replayOf(rk)
 	if rs.used(rk, t) {
@@ -67,7 +67,7 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 	door := NoDoor
 	for _, di := range doors {
 		ds := c.policy.Doors[di].SPA
-		if c.allowed(di, src) && spa.VerifyHMAC(payload, ds.Keys.HMAC, ds.Keys.HMACDigest) {
+		if c.allowed(di, src) && fwknop.VerifyHMAC(payload, ds.Keys.HMAC, ds.Keys.HMACDigest) {
 			door = di
 			break
 		}
@@ -79,7 +79,7 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 	d.Door = door
 	dr := &c.policy.Doors[door]
 	ds := dr.SPA
-	msg, err := spa.Decode(payload, ds.Keys)
+	msg, err := fwknop.Decode(payload, ds.Keys)
 	if err != nil {
 		d.Reason = ReasonSPAInvalid
 		return
@@ -97,7 +97,7 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 		d.Reason = ReasonSPAStale
 		return
 	}
-	if msg.Type == spa.TypeCommand {
+	if msg.Type == fwknop.TypeCommand {
 		d.Reason = ReasonSPACommand
 		return
 	}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/knockgate/knockgate/verdict/spa"
+	"github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 // Proto is a transport protocol a door can name. The values are the IANA
@@ -257,12 +257,12 @@ type Door struct {
 }
 
 // SPA is a door's Single Packet Authorization: fwknop-compatible packets
-// (verdict/spa) sent to Port.
+// (verdict/fwknop) sent to Port.
 type SPA struct {
 	// Port is where SPA packets arrive, a UDP port. Several doors may share
 	// it with different keys; the HMAC picks the door.
 	Port Port
-	Keys spa.Keys
+	Keys fwknop.Keys
 	// MaxAge is how far a packet's timestamp may be from now, either way.
 	MaxAge time.Duration
 	// MaxOpenFor is the longest grant a client-timeout message may ask
