@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/knockgate/knockgate/verdict/spa"
+	spa "github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 // spaKeys is one door's key pair, as KEY_BASE64 and HMAC_KEY_BASE64.

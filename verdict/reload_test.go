@@ -95,63 +95,6 @@ func TestReloadChangesCaps(t *testing.T) {
 	}
 }
 
-func TestRevoke(t *testing.T) {
-	e, _ := NewEngine(testPolicy(), t0)
-	for _, s := range knockSSH(alice, 0, 1000) {
-		e.Decide(s.p, t0.Add(s.at))
-	}
-	if live, err := e.Revoke("ssh", alice, t0.Add(time.Second)); err != nil || !live {
-		t.Fatalf("Revoke = %v, %v", live, err)
-	}
-	if d := e.Decide(pkt(alice, "tcp/22", 9), t0.Add(time.Second)); d.Verdict != Drop {
-		t.Fatal("grant survived Revoke")
-	}
-	if live, err := e.Revoke("ssh", alice, t0); err != nil || live {
-		t.Fatalf("second Revoke = %v, %v", live, err)
-	}
-	if _, err := e.Revoke("nope", alice, t0); err == nil {
-		t.Fatal("Revoke of an unknown door succeeded")
-	}
-}
-
-// Grants saved by one engine and restored into another (a restart) keep
-// their expiry, by the wall clock.
-func TestRestoreAcrossRestart(t *testing.T) {
-	e1, _ := NewEngine(testPolicy(), t0)
-	for _, s := range knockSSH(alice, 0, 1000) {
-		e1.Decide(s.p, t0.Add(s.at))
-	}
-	e1.Decide(pkt(carol, "udp/5000", 1), t0)
-	saved := e1.Grants(t0.Add(10 * time.Second))
-	saved = append(saved, Grant{Door: "gone", Source: bob, Until: t0.Add(time.Hour)},
-		Grant{Door: "ssh", Source: bob, Until: t0.Add(5 * time.Second)}) // over by restart
-
-	restart := t0.Add(10 * time.Second)
-	e2, _ := NewEngine(testPolicy(), restart)
-	restored, skipped := e2.Restore(saved, restart)
-	if restored != 2 || skipped != 2 {
-		t.Fatalf("restored %d, skipped %d; want 2, 2", restored, skipped)
-	}
-	if d := e2.Decide(pkt(alice, "tcp/22", 9), t0.Add(30*time.Second)); d.Verdict != Accept {
-		t.Fatalf("restored grant refused before expiry: %v", d.Reason)
-	}
-	if d := e2.Decide(pkt(alice, "tcp/22", 9), t0.Add(30*time.Second+200*time.Millisecond)); d.Verdict != Drop {
-		t.Fatal("restored grant outlived its expiry")
-	}
-	if d := e2.Decide(pkt(bob, "tcp/22", 9), restart); d.Verdict != Drop {
-		t.Fatal("an expired saved grant was restored")
-	}
-}
-
-// A saved grant is clipped to the door's current open_for.
-func TestRestoreClipsToOpenFor(t *testing.T) {
-	e, _ := NewEngine(testPolicy(), t0)
-	e.Restore([]Grant{{Door: "ssh", Source: alice, Opened: t0, Until: t0.Add(24 * time.Hour)}}, t0)
-	if d := e.Decide(pkt(alice, "tcp/22", 9), t0.Add(31*time.Second)); d.Verdict != Drop {
-		t.Fatal("a saved grant outlasted the door's open_for")
-	}
-}
-
 // A TOTP door with unchanged settings keeps its knocks in progress and
 // its used sequences across a reload; a new secret starts afresh.
 func TestReloadKeepsTOTPState(t *testing.T) {
@@ -192,5 +135,34 @@ func TestReloadKeepsTOTPState(t *testing.T) {
 	}
 	if st := e.Stats(); st.Sources != 0 {
 		t.Fatalf("progress on the old secret's sequence kept: %+v", st)
+	}
+}
+
+// A decision names its doors as the policy it was decided under numbers
+// them: after a reload that swaps the doors, an index kept from before
+// points at the other door, and the name does not.
+func TestDecisionNamesItsDoorAcrossReload(t *testing.T) {
+	e, _ := NewEngine(testPolicy(), t0)
+	ks := knockSSH(bob, 0, 2000)
+	before := e.Decide(ks[0].p, t0)
+	swapped := testPolicy()
+	swapped.Doors[0], swapped.Doors[1] = swapped.Doors[1], swapped.Doors[0]
+	if _, err := e.Reload(swapped, t0); err != nil {
+		t.Fatal(err)
+	}
+	if before.DoorName != "ssh" {
+		t.Fatalf("DoorName before the reload = %q, want ssh", before.DoorName)
+	}
+	if now := e.Policy().Doors[before.Door].Name; now != "web" {
+		t.Fatalf("the test's premise: the old index now names %q, want web", now)
+	}
+	// bob's sequence in progress moved to the new numbering; a wrong knock
+	// breaks it.
+	d := e.Decide(pkt(bob, "tcp/9000", 2001), t0.Add(time.Second))
+	if d.Reset != 1 || d.ResetName != "ssh" {
+		t.Fatalf("after the reload: Reset %d %q, want 1 ssh", d.Reset, d.ResetName)
+	}
+	if d := e.Decide(pkt(alice, "udp/5000", 1), t0.Add(time.Second)); d.Door != 0 || d.DoorName != "web" {
+		t.Fatalf("after the reload: Door %d %q, want 0 web", d.Door, d.DoorName)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/knockgate/knockgate/verdict/spa"
+	"github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 func shards(e *Engine) int { return len(e.gen.Load().shards) }
@@ -198,7 +198,7 @@ func TestSPAReplayRaceAcrossShards(t *testing.T) {
 	if shards(e) < 2 {
 		t.Fatalf("%d shard", shards(e))
 	}
-	pk := spaPacket(t, cam, alice, now, spaMsg{typ: spa.TypeAccess, allow: "0.0.0.0", ports: []string{"tcp/554"}})
+	pk := spaPacket(t, cam, alice, now, spaMsg{typ: fwknop.TypeAccess, allow: "0.0.0.0", ports: []string{"tcp/554"}})
 	const senders = 16
 	var wg sync.WaitGroup
 	reasons := make([]Reason, senders)
@@ -243,7 +243,7 @@ func TestSPAGrantForAnotherShard(t *testing.T) {
 			break
 		}
 	}
-	pk := spaPacket(t, cam, alice, now, spaMsg{typ: spa.TypeAccess, allow: other.String(), ports: []string{"tcp/554"}})
+	pk := spaPacket(t, cam, alice, now, spaMsg{typ: fwknop.TypeAccess, allow: other.String(), ports: []string{"tcp/554"}})
 	if d := e.Decide(pk, now); d.Reason != ReasonOpened {
 		t.Fatal(d.Reason)
 	}

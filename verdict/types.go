@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/knockgate/knockgate/verdict/spa"
+	"github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 // Proto is a transport protocol a door can name. The values are the IANA
@@ -217,6 +217,12 @@ type Decision struct {
 	// Reset is the index of a door whose sequence in progress this packet
 	// broke, or NoDoor. A packet can reset one door and start another.
 	Reset int
+	// DoorName and ResetName name the doors Door and Reset index ("" for
+	// NoDoor), in the policy the packet was decided under. A reload may
+	// renumber doors between Decide and whoever logs or counts the
+	// decision; the names stay true. They share the policy's strings, so
+	// they cost no allocation.
+	DoorName, ResetName string
 	// GrantEnded is set when this packet used the last connection a
 	// max_connections grant allowed: the grant is gone.
 	GrantEnded bool
@@ -251,12 +257,12 @@ type Door struct {
 }
 
 // SPA is a door's Single Packet Authorization: fwknop-compatible packets
-// (verdict/spa) sent to Port.
+// (verdict/fwknop) sent to Port.
 type SPA struct {
 	// Port is where SPA packets arrive, a UDP port. Several doors may share
 	// it with different keys; the HMAC picks the door.
 	Port Port
-	Keys spa.Keys
+	Keys fwknop.Keys
 	// MaxAge is how far a packet's timestamp may be from now, either way.
 	MaxAge time.Duration
 	// MaxOpenFor is the longest grant a client-timeout message may ask
@@ -306,7 +312,7 @@ type Penalty struct {
 // what a person mistyping a knock reaches, far below a brute force.
 var DefaultPenalty = Penalty{Failures: 10, Within: time.Minute, Ban: 10 * time.Minute, MaxSources: 10_000}
 
-// Defaults for the caps. The tables are allocated whole at start (table.go);
+// Defaults for the caps. The tables are allocated whole at start (newGeneration);
 // BenchmarkStatePerSource reports what a tracked source and a grant cost.
 const (
 	DefaultMaxSources = 100_000

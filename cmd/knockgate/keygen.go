@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/knockgate/knockgate/verdict"
-	"github.com/knockgate/knockgate/verdict/spa"
+	spa "github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 func cmdKeygen(args []string, stdout, stderr io.Writer) error {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/knockgate/knockgate/verdict/spa"
+	spa "github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 // keygenKeys returns the two keys of keygen's output and checks that every

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/knockgate/knockgate/verdict"
-	"github.com/knockgate/knockgate/verdict/spa"
+	spa "github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 func cmdSPA(args []string, stdout, stderr io.Writer) error {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/knockgate/knockgate/verdict/spa"
+	spa "github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 // listenUDP opens a UDP listener on host's loopback and returns it with

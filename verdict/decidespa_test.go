@@ -8,20 +8,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/knockgate/knockgate/verdict/spa"
+	"github.com/knockgate/knockgate/verdict/fwknop"
 )
 
-func spaKeys(t testing.TB) spa.Keys {
+func spaKeys(t testing.TB) fwknop.Keys {
 	t.Helper()
-	enc, mac, err := spa.GenerateKeys(rand.Reader)
+	enc, mac, err := fwknop.GenerateKeys(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := spa.Keys{HMACDigest: spa.SHA256}
-	if k.Enc, err = spa.DecodeKey(enc); err != nil {
+	k := fwknop.Keys{HMACDigest: fwknop.SHA256}
+	if k.Enc, err = fwknop.DecodeKey(enc); err != nil {
 		t.Fatal(err)
 	}
-	if k.HMAC, err = spa.DecodeKey(mac); err != nil {
+	if k.HMAC, err = fwknop.DecodeKey(mac); err != nil {
 		t.Fatal(err)
 	}
 	return k
@@ -29,7 +29,7 @@ func spaKeys(t testing.TB) spa.Keys {
 
 // spaPolicy has two SPA doors on one port with different keys, and a knock
 // door, so the HMAC has to pick the door.
-func spaPolicy(t testing.TB) (Policy, spa.Keys, spa.Keys) {
+func spaPolicy(t testing.TB) (Policy, fwknop.Keys, fwknop.Keys) {
 	nasKeys, camKeys := spaKeys(t), spaKeys(t)
 	p := testPolicy()
 	p.Doors = append(p.Doors,
@@ -46,7 +46,7 @@ func spaPolicy(t testing.TB) (Policy, spa.Keys, spa.Keys) {
 }
 
 type spaMsg struct {
-	typ     spa.MessageType
+	typ     fwknop.MessageType
 	allow   string
 	ports   []string
 	age     time.Duration // how old the client's clock makes it
@@ -54,20 +54,20 @@ type spaMsg struct {
 	command string
 }
 
-func spaPacket(t testing.TB, keys spa.Keys, src netip.Addr, now time.Time, m spaMsg) Packet {
+func spaPacket(t testing.TB, keys fwknop.Keys, src netip.Addr, now time.Time, m spaMsg) Packet {
 	t.Helper()
-	msg := &spa.Message{
+	msg := &fwknop.Message{
 		Username: "alice", Timestamp: now.Add(-m.age).Truncate(time.Second), Version: "3.0.0",
 		Type: m.typ, AllowIP: netip.MustParseAddr(m.allow), ClientTimeout: m.timeout, Command: m.command,
 	}
 	for _, s := range m.ports {
 		p := mustPort(s)
-		msg.Ports = append(msg.Ports, spa.Port{Proto: uint8(p.Proto), Num: p.Num})
+		msg.Ports = append(msg.Ports, fwknop.Port{Proto: uint8(p.Proto), Num: p.Num})
 	}
-	if m.typ == spa.TypeNATAccess {
+	if m.typ == fwknop.TypeNATAccess {
 		msg.NATHost, msg.NATPort = "192.0.2.10", 22
 	}
-	b, err := spa.EncodeRandom(msg, keys, rand.Reader)
+	b, err := fwknop.EncodeRandom(msg, keys, rand.Reader)
 	if err != nil {
 		t.Fatalf("encode: %v", err)
 	}
@@ -85,7 +85,7 @@ func TestSPA(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		keys   spa.Keys
+		keys   fwknop.Keys
 		src    netip.Addr
 		msg    spaMsg
 		reason Reason
@@ -94,75 +94,75 @@ func TestSPA(t *testing.T) {
 	}{
 		{
 			name: "access opens the requested port only, for the sender only",
-			keys: nas, src: alice, msg: spaMsg{typ: spa.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}},
+			keys: nas, src: alice, msg: spaMsg{typ: fwknop.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}},
 			reason: ReasonOpened, door: "nas",
 			checks: []check{{alice, "tcp/2049", Accept}, {alice, "tcp/443", Drop}, {bob, "tcp/2049", Drop}},
 		},
 		{
 			name: "the HMAC picks the door",
-			keys: cam, src: alice, msg: spaMsg{typ: spa.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/554"}},
+			keys: cam, src: alice, msg: spaMsg{typ: fwknop.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/554"}},
 			reason: ReasonOpened, door: "cam",
 			checks: []check{{alice, "tcp/554", Accept}, {alice, "tcp/2049", Drop}},
 		},
 		{
 			name: "keys of no door", keys: other, src: alice,
-			msg:    spaMsg{typ: spa.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}},
+			msg:    spaMsg{typ: fwknop.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}},
 			reason: ReasonSPAInvalid, door: "nas",
 			checks: []check{{alice, "tcp/2049", Drop}},
 		},
 		{
 			name: "stale timestamp", keys: nas, src: alice,
-			msg:    spaMsg{typ: spa.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}, age: 121 * time.Second},
+			msg:    spaMsg{typ: fwknop.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}, age: 121 * time.Second},
 			reason: ReasonSPAStale, door: "nas",
 		},
 		{
 			name: "timestamp from the future", keys: nas, src: alice,
-			msg:    spaMsg{typ: spa.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}, age: -5 * time.Minute},
+			msg:    spaMsg{typ: fwknop.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}, age: -5 * time.Minute},
 			reason: ReasonSPAStale, door: "nas",
 		},
 		{
 			name: "allow IP other than the source", keys: nas, src: bob,
-			msg:    spaMsg{typ: spa.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}},
+			msg:    spaMsg{typ: fwknop.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}},
 			reason: ReasonSPASource, door: "nas",
 			checks: []check{{alice, "tcp/2049", Drop}, {bob, "tcp/2049", Drop}},
 		},
 		{
 			name: "0.0.0.0 refused by default", keys: nas, src: alice,
-			msg:    spaMsg{typ: spa.TypeAccess, allow: "0.0.0.0", ports: []string{"tcp/2049"}},
+			msg:    spaMsg{typ: fwknop.TypeAccess, allow: "0.0.0.0", ports: []string{"tcp/2049"}},
 			reason: ReasonSPASource, door: "nas",
 		},
 		{
 			name: "0.0.0.0 means the source where any source is allowed", keys: cam, src: bob,
-			msg:    spaMsg{typ: spa.TypeAccess, allow: "0.0.0.0", ports: []string{"tcp/554"}},
+			msg:    spaMsg{typ: fwknop.TypeAccess, allow: "0.0.0.0", ports: []string{"tcp/554"}},
 			reason: ReasonOpened, door: "cam",
 			checks: []check{{bob, "tcp/554", Accept}},
 		},
 		{
 			name: "another allow IP where any source is allowed opens for that IP", keys: cam, src: bob,
-			msg:    spaMsg{typ: spa.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/554"}},
+			msg:    spaMsg{typ: fwknop.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/554"}},
 			reason: ReasonOpened, door: "cam",
 			checks: []check{{alice, "tcp/554", Accept}, {bob, "tcp/554", Drop}},
 		},
 		{
 			name: "a port outside the door", keys: nas, src: alice,
-			msg:    spaMsg{typ: spa.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049", "tcp/22"}},
+			msg:    spaMsg{typ: fwknop.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049", "tcp/22"}},
 			reason: ReasonSPAPorts, door: "nas",
 			checks: []check{{alice, "tcp/2049", Drop}, {alice, "tcp/22", Drop}},
 		},
 		{
 			name: "commands are refused", keys: nas, src: alice,
-			msg:    spaMsg{typ: spa.TypeCommand, allow: "198.51.100.10", command: "touch /tmp/x"},
+			msg:    spaMsg{typ: fwknop.TypeCommand, allow: "198.51.100.10", command: "touch /tmp/x"},
 			reason: ReasonSPACommand, door: "nas",
 		},
 		{
 			name: "NAT access opens the access ports", keys: nas, src: alice,
-			msg:    spaMsg{typ: spa.TypeNATAccess, allow: "198.51.100.10", ports: []string{"tcp/443", "udp/443"}},
+			msg:    spaMsg{typ: fwknop.TypeNATAccess, allow: "198.51.100.10", ports: []string{"tcp/443", "udp/443"}},
 			reason: ReasonOpened, door: "nas",
 			checks: []check{{alice, "tcp/443", Accept}, {alice, "udp/443", Accept}, {alice, "tcp/2049", Drop}},
 		},
 		{
 			name: "IPv6 source and allow IP", keys: nas, src: carol,
-			msg:    spaMsg{typ: spa.TypeAccess, allow: carol.String(), ports: []string{"tcp/443"}},
+			msg:    spaMsg{typ: fwknop.TypeAccess, allow: carol.String(), ports: []string{"tcp/443"}},
 			reason: ReasonOpened, door: "nas",
 			checks: []check{{carol, "tcp/443", Accept}},
 		},
@@ -191,7 +191,7 @@ func TestSPAReplay(t *testing.T) {
 	p, nas, _ := spaPolicy(t)
 	now := t0.Add(time.Hour)
 	e, _ := NewEngine(p, t0)
-	pk := spaPacket(t, nas, alice, now, spaMsg{typ: spa.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}})
+	pk := spaPacket(t, nas, alice, now, spaMsg{typ: fwknop.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}})
 	if d := e.Decide(pk, now); d.Reason != ReasonOpened {
 		t.Fatalf("first: %v", d.Reason)
 	}
@@ -200,7 +200,7 @@ func TestSPAReplay(t *testing.T) {
 	}
 	// A refused packet is used up too: replaying it from the right
 	// source must not work either.
-	stolen := spaPacket(t, nas, alice, now, spaMsg{typ: spa.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}})
+	stolen := spaPacket(t, nas, alice, now, spaMsg{typ: fwknop.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}})
 	stolen.Src = bob
 	if d := e.Decide(stolen, now); d.Reason != ReasonSPASource {
 		t.Fatalf("stolen from bob: %v", d.Reason)
@@ -218,7 +218,7 @@ func TestSPAReplay(t *testing.T) {
 	}
 	// The state file holds the packets' digests as they are, so it
 	// outlives a change of how the engine keys its cache.
-	if sum := spa.ReplayKey(pk.Payload); !slices.ContainsFunc(saved, func(r ReplayEntry) bool { return r.Key == [20]byte(sum[:20]) }) {
+	if sum := fwknop.ReplayKey(pk.Payload); !slices.ContainsFunc(saved, func(r ReplayEntry) bool { return r.Key == [20]byte(sum[:20]) }) {
 		t.Errorf("no saved entry holds the first 20 bytes of the packet's SHA-256 %x", sum[:20])
 	}
 	e2, _ := NewEngine(p, now)
@@ -242,7 +242,7 @@ func TestSPAClientTimeout(t *testing.T) {
 		want    time.Duration
 	}{{5, 5 * time.Second}, {3600, 5 * time.Minute}} {
 		e, _ := NewEngine(p, t0)
-		pk := spaPacket(t, nas, alice, now, spaMsg{typ: spa.TypeTimeoutAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}, timeout: tt.timeout})
+		pk := spaPacket(t, nas, alice, now, spaMsg{typ: fwknop.TypeTimeoutAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}, timeout: tt.timeout})
 		if d := e.Decide(pk, now); d.Reason != ReasonOpened {
 			t.Fatalf("timeout %d: %v", tt.timeout, d.Reason)
 		}
@@ -302,7 +302,7 @@ func TestSPAGrantsSurviveReloadAndRestore(t *testing.T) {
 	p, nas, _ := spaPolicy(t)
 	now := t0.Add(time.Hour)
 	e, _ := NewEngine(p, t0)
-	pk := spaPacket(t, nas, alice, now, spaMsg{typ: spa.TypeAccess, allow: "198.51.100.10", ports: []string{"udp/443"}})
+	pk := spaPacket(t, nas, alice, now, spaMsg{typ: fwknop.TypeAccess, allow: "198.51.100.10", ports: []string{"udp/443"}})
 	if d := e.Decide(pk, now); d.Reason != ReasonOpened {
 		t.Fatal(d.Reason)
 	}
@@ -349,7 +349,7 @@ func BenchmarkSPA(b *testing.B) {
 	b.Run("valid", func(b *testing.B) {
 		pks := make([]Packet, 256)
 		for i := range pks {
-			pks[i] = spaPacket(b, nas, alice, now, spaMsg{typ: spa.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}})
+			pks[i] = spaPacket(b, nas, alice, now, spaMsg{typ: fwknop.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}})
 		}
 		p.MaxReplay = 1 << 20
 		e, _ := NewEngine(p, t0)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -13,7 +12,7 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 
 	"github.com/knockgate/knockgate/verdict"
-	"github.com/knockgate/knockgate/verdict/spa"
+	"github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 // Defaults of an spa block, fwknopd's where it has one.
@@ -34,7 +33,7 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 	}
 	blockRange := nestedRange(b, "spa")
 	ok := true
-	s := &verdict.SPA{MaxAge: DefaultSPAMaxAge, Keys: spa.Keys{HMACDigest: spa.SHA256, Mode: spa.CBC}}
+	s := &verdict.SPA{MaxAge: DefaultSPAMaxAge, Keys: fwknop.Keys{HMACDigest: fwknop.SHA256, Mode: fwknop.CBC}}
 
 	s.Port, _ = verdict.ParsePort(DefaultSPAPort)
 	portRange := blockRange.Ptr()
@@ -58,7 +57,7 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 	if present(raw.HMACDigest) {
 		if str, sok := c.str(raw.HMACDigest.Expr, &raw.HMACDigest.Range, "hmac_digest"); !sok {
 			ok = false
-		} else if d, err := spa.ParseDigest(str); err != nil {
+		} else if d, err := fwknop.ParseDigest(str); err != nil {
 			c.errorf(raw.HMACDigest.Expr.Range().Ptr(), &raw.HMACDigest.Range,
 				fmt.Sprintf("As the fwknop client's --hmac-digest-type: %v.", err),
 				"invalid hmac_digest %q in door %q", str, door)
@@ -70,7 +69,7 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 	if present(raw.Mode) {
 		if str, sok := c.str(raw.Mode.Expr, &raw.Mode.Range, "encryption_mode"); !sok {
 			ok = false
-		} else if m, err := spa.ParseMode(str); err != nil {
+		} else if m, err := fwknop.ParseMode(str); err != nil {
 			c.errorf(raw.Mode.Expr.Range().Ptr(), &raw.Mode.Range,
 				fmt.Sprintf("As the fwknop client's --encryption-mode: %v.", err),
 				"invalid encryption_mode %q in door %q", str, door)
@@ -100,7 +99,7 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 }
 
 // spaKeys reads the keys inline or from keys_file, exactly one way.
-func (c *compiler) spaKeys(door string, raw *rawSPA, block hcl.Range, keys *spa.Keys) bool {
+func (c *compiler) spaKeys(door string, raw *rawSPA, block hcl.Range, keys *fwknop.Keys) bool {
 	inline := present(raw.KeyBase64) || present(raw.HMACKeyBase64)
 	if inline && present(raw.KeysFile) {
 		c.errorf(raw.KeysFile.Range.Ptr(), nil,
@@ -152,11 +151,11 @@ func (c *compiler) spaKeys(door string, raw *rawSPA, block hcl.Range, keys *spa.
 		}
 	}
 	var err error
-	if keys.Enc, err = spa.DecodeKey(enc); err != nil {
+	if keys.Enc, err = fwknop.DecodeKey(enc); err != nil {
 		c.errorf(encRange, nil, err.Error()+".", "invalid encryption key of door %q", door)
 		return false
 	}
-	if keys.HMAC, err = spa.DecodeKey(mac); err != nil {
+	if keys.HMAC, err = fwknop.DecodeKey(mac); err != nil {
 		c.errorf(macRange, nil, err.Error()+".", "invalid HMAC key of door %q", door)
 		return false
 	}
@@ -193,68 +192,4 @@ func parseKeysFile(b []byte) (enc, mac string) {
 		}
 	}
 	return enc, mac
-}
-
-// spaPorts checks that an SPA port is nobody's knock or protected port.
-// Several doors may share one SPA port: the HMAC tells their packets apart.
-func (c *compiler) spaPorts(doors []*doorSrc) {
-	for j, d := range doors {
-		if d.door.SPA == nil {
-			continue
-		}
-		p := d.door.SPA.Port
-		// The engine gives an SPA packet to the first door on its port,
-		// in policy order, that admits the source and whose HMAC the
-		// packet carries; a later door with the same HMAC key never gets
-		// the packets of the sources both admit.
-		for _, o := range doors[:j] {
-			if prev := o.door.SPA; prev != nil && prev.Port == p && bytes.Equal(prev.Keys.HMAC, d.door.SPA.Keys.HMAC) &&
-				prev.Keys.HMACDigest == d.door.SPA.Keys.HMACDigest {
-				if both, ok := commonSources(o.door.AllowFrom, d.door.AllowFrom); ok {
-					c.errorf(d.spaPort, nil,
-						fmt.Sprintf("Door %q takes SPA packets on the same port with the same HMAC key and digest, and it comes first, so it takes every packet from %s. Give each door its own HMAC key, or allow_from lists that do not overlap.", o.door.Name, both),
-						"spa of door %q can never open it", d.door.Name)
-				}
-			}
-		}
-		for _, o := range doors {
-			for _, l := range []*portList{o.seq, o.closeSeq, o.open} {
-				if l == nil {
-					continue
-				}
-				for i, q := range l.ports {
-					if q == p {
-						c.errorf(d.spaPort, nil,
-							fmt.Sprintf("Door %q %s uses it at %s. SPA packets are checked and dropped there, so the port can serve nothing else.",
-								o.door.Name, l.attr.Name, pos(l.elems[i])),
-							"spa port %v of door %q is used by another rule", p, d.door.Name)
-					}
-				}
-			}
-		}
-	}
-}
-
-// commonSources reports whether two allow_from lists (empty: any source)
-// admit a source in common, and names one such range.
-func commonSources(a, b []netip.Prefix) (string, bool) {
-	switch {
-	case len(a) == 0 && len(b) == 0:
-		return "any source", true
-	case len(a) == 0:
-		return b[0].String(), true
-	case len(b) == 0:
-		return a[0].String(), true
-	}
-	for _, p := range a {
-		for _, q := range b {
-			if p.Overlaps(q) {
-				if p.Bits() > q.Bits() {
-					return p.String(), true
-				}
-				return q.String(), true
-			}
-		}
-	}
-	return "", false
 }

@@ -1,4 +1,4 @@
-// Package spa owns the fwknop Single Packet Authorization wire format: it
+// Package fwknop owns the fwknop Single Packet Authorization wire format: it
 // turns one SPA payload into a checked Message and back.
 //
 // It follows the project's implementation spec "fwknop Single Packet
@@ -41,4 +41,4 @@
 // before, and every payload it can send is still accepted (the 41 vectors
 // pass unchanged). A packet with an IPv6 allow IP is refused by fwknopd and
 // libfko, which is expected: only a knockgate server is meant to read one.
-package spa
+package fwknop

@@ -9,12 +9,12 @@ import (
 	"time"
 
 	"github.com/knockgate/knockgate/verdict"
-	"github.com/knockgate/knockgate/verdict/spa"
+	"github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 func newKeys(t *testing.T) (enc, mac string) {
 	t.Helper()
-	enc, mac, err := spa.GenerateKeys(rand.Reader)
+	enc, mac, err := fwknop.GenerateKeys(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func TestSPAValid(t *testing.T) {
 	enc, mac := newKeys(t)
 	dir := t.TempDir()
 	keysFile := filepath.Join(dir, "cam.keys")
-	if err := os.WriteFile(keysFile, []byte(spa.FormatKeys(enc, mac)), 0o600); err != nil {
+	if err := os.WriteFile(keysFile, []byte(fwknop.FormatKeys(enc, mac)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	src := fmt.Sprintf(`
@@ -60,14 +60,14 @@ door "cam" {
 		t.Fatalf("spa blocks missing: %+v", p.Doors)
 	}
 	if nas.Port != (verdict.Port{Proto: verdict.UDP, Num: 62201}) || nas.MaxAge != DefaultSPAMaxAge ||
-		nas.Keys.HMACDigest != spa.SHA256 || nas.Keys.Mode != spa.CBC || nas.AnySource || nas.MaxOpenFor != 0 {
+		nas.Keys.HMACDigest != fwknop.SHA256 || nas.Keys.Mode != fwknop.CBC || nas.AnySource || nas.MaxOpenFor != 0 {
 		t.Errorf("nas defaults: %+v", nas)
 	}
-	if cam.Keys.HMACDigest != spa.SHA512 || cam.Keys.Mode != spa.CTR || cam.MaxAge != 30*time.Second ||
+	if cam.Keys.HMACDigest != fwknop.SHA512 || cam.Keys.Mode != fwknop.CTR || cam.MaxAge != 30*time.Second ||
 		cam.MaxOpenFor != 5*time.Minute || !cam.AnySource {
 		t.Errorf("cam settings: %+v", cam)
 	}
-	wantEnc, _ := spa.DecodeKey(enc)
+	wantEnc, _ := fwknop.DecodeKey(enc)
 	if string(cam.Keys.Enc) != string(wantEnc) || string(nas.Keys.Enc) != string(wantEnc) {
 		t.Error("keys not decoded")
 	}

@@ -1,4 +1,4 @@
-package spa
+package fwknop
 
 import (
 	"encoding/base64"

@@ -11,16 +11,8 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 
 	"github.com/knockgate/knockgate/verdict"
-	"github.com/knockgate/knockgate/verdict/spa"
+	"github.com/knockgate/knockgate/verdict/fwknop"
 )
-
-type rawTOTP struct {
-	SecretBase64 *hcl.Attribute `hcl:"secret_base64,optional"`
-	SecretFile   *hcl.Attribute `hcl:"secret_file,optional"`
-	Step         *hcl.Attribute `hcl:"step,optional"`
-	Length       *hcl.Attribute `hcl:"length,optional"`
-	Ports        *hcl.Attribute `hcl:"ports,optional"`
-}
 
 // Defaults of a totp block.
 const (
@@ -70,7 +62,7 @@ func (c *compiler) totpBlock(door string, b *hcl.Block, body hcl.Body) (*verdict
 			"door %q totp block has no secret", door)
 		return nil, nil
 	}
-	key, err := spa.DecodeKey(secret)
+	key, err := fwknop.DecodeKey(secret)
 	if err != nil || len(key) < verdict.MinTOTPSecret {
 		detail := fmt.Sprintf("The secret is base64 of at least %d random bytes, as `knockgate keygen --kind totp` prints it.", verdict.MinTOTPSecret)
 		c.errorf(secretRange, nil, detail, "invalid TOTP secret of door %q", door)
@@ -137,59 +129,6 @@ func parseRange(s string) (verdict.Proto, uint16, uint16, error) {
 		return 0, 0, 0, fmt.Errorf("%q: the last port %q is not a port at or above the first", s, hiS)
 	}
 	return lo.Proto, lo.Num, uint16(hi), nil
-}
-
-// totpRanges checks that a TOTP range holds no other rule's port, and
-// overlaps no other range: the whole range is the door's.
-func (c *compiler) totpRanges(doors []*doorSrc) {
-	for _, d := range doors {
-		t := d.door.TOTP
-		if t == nil {
-			continue
-		}
-		clash := func(what string, at string) {
-			c.errorf(d.totpRange, nil,
-				fmt.Sprintf("%s at %s. Every port of a TOTP range is reserved for its door's derived knocks, so nothing else may use one.", what, at),
-				"TOTP range of door %q overlaps another rule", d.door.Name)
-		}
-		for _, o := range doors {
-			for _, l := range []*portList{o.seq, o.closeSeq, o.open} {
-				if l == nil {
-					continue
-				}
-				for i, p := range l.ports {
-					if t.Contains(p) {
-						clash(fmt.Sprintf("Door %q %s uses %v", o.door.Name, l.attr.Name, p), pos(l.elems[i]))
-					}
-				}
-			}
-			if o.door.SPA != nil && t.Contains(o.door.SPA.Port) {
-				clash(fmt.Sprintf("Door %q listens for SPA on %v", o.door.Name, o.door.SPA.Port), pos(*o.spaPort))
-			}
-			if o != d && o.door.TOTP != nil && o.door.TOTP.Proto == t.Proto && o.door.TOTP.Lo <= t.Hi && t.Lo <= o.door.TOTP.Hi {
-				clash(fmt.Sprintf("Door %q's TOTP range overlaps it", o.door.Name), pos(*o.totpRange))
-			}
-		}
-	}
-}
-
-func (c *compiler) penalty(b *hcl.Block, p *Policy) {
-	var raw rawPenalty
-	c.diags = append(c.diags, gohcl.DecodeBody(b.Body, nil, &raw)...)
-	pen := &p.Penalty
-	if present(raw.Failures) {
-		if n, ok := c.whole(raw.Failures, 0, 1_000_000, "Failures within the window that put a source in the box, from 0 to 1000000; 0 turns the box off."); ok {
-			pen.Failures = int(n)
-		}
-	}
-	pen.Within = c.duration("penalty", raw.Within, pen.Within)
-	pen.Ban = c.duration("penalty", raw.Ban, pen.Ban)
-	if present(raw.MaxSources) {
-		if n, ok := c.whole(raw.MaxSources, 1, maxCap,
-			fmt.Sprintf("The box's own table, allocated at start, holds this many sources, from 1 to %d.", maxCap)); ok {
-			pen.MaxSources = int(n)
-		}
-	}
 }
 
 // parseSecretFile reads a TOTP secret file: the output of `knockgate keygen
