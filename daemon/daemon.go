@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/knockgate/knockgate/gate"
@@ -46,12 +47,24 @@ type Daemon struct {
 	path    string  // the policy file, re-read on reload
 	qs      []Queue // set by Run before anything can read it
 
-	reloadMu sync.Mutex // one reload at a time
-	pol      *rules.Policy
+	// gen is the running generation; Reload replaces it whole, one reload
+	// at a time (reloadMu), and readers load it once and use that.
+	gen      atomic.Pointer[generation]
+	reloadMu sync.Mutex
 
 	// dirty wakes the state writer; it holds at most one wake-up, so a
 	// burst of grants costs one write.
 	dirty chan struct{}
+}
+
+// generation is the policy the daemon runs, in one value: the loaded
+// rules.Policy, whose verdict.Policy the engine enforces, with the daemon's
+// settings beside it (queues, sockets and fail-open as bound at start, the
+// state file as last loaded). A reload swaps in a new generation in one
+// atomic step, so a status report, a state save or a metrics scrape sees
+// one policy, never half of a reload.
+type generation struct {
+	pol *rules.Policy
 }
 
 // New compiles cfg's policy into an engine. Reload may be called from then
@@ -62,8 +75,9 @@ func New(cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to compile policy %s: %w", cfg.Path, err)
 	}
-	d := &Daemon{log: cfg.Logger, eng: eng, open: cfg.OpenQueue, version: cfg.Version, path: cfg.Path, pol: pol,
+	d := &Daemon{log: cfg.Logger, eng: eng, open: cfg.OpenQueue, version: cfg.Version, path: cfg.Path,
 		dirty: make(chan struct{}, 1)}
+	d.gen.Store(&generation{pol: pol})
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
 	}
@@ -89,10 +103,11 @@ func doorNames(p verdict.Policy) []string {
 }
 
 func (d *Daemon) queueStats() []metrics.QueueStats {
+	first := d.gen.Load().pol.Queue
 	out := make([]metrics.QueueStats, len(d.qs))
 	for i, q := range d.qs {
 		st := q.Stats()
-		out[i] = metrics.QueueStats{Queue: d.pol.Queue + uint16(i), Packets: st.Packets, VerdictErrors: st.VerdictErrors,
+		out[i] = metrics.QueueStats{Queue: first + uint16(i), Packets: st.Packets, VerdictErrors: st.VerdictErrors,
 			ENOBUFS: st.ENOBUFS, ReadErrors: st.ReadErrors, Receives: st.Receives, Sends: st.Sends}
 	}
 	return out
@@ -102,7 +117,7 @@ func (d *Daemon) queueStats() []metrics.QueueStats {
 // endpoint and the control socket, and keeps the state file, until ctx is
 // done or a queue fails; then it saves the grants for the next start.
 func (d *Daemon) Run(ctx context.Context) error {
-	pol := d.pol
+	pol := d.gen.Load().pol
 	if len(pol.Doors) == 0 {
 		d.log.Warn("the policy has no doors: every queued packet gets the unprotected verdict", "unprotected", pol.Unprotected.String())
 	}

@@ -72,3 +72,32 @@ func TestCopyRange(t *testing.T) {
 		t.Errorf("policy with SPA: copy range %d, want at least a 1500-byte MTU", got)
 	}
 }
+
+// A decision taken before a reload that renumbers the doors, and logged
+// after it, names the door that decided it.
+func TestObserveNamesDoorsAfterReload(t *testing.T) {
+	l := startLab(t, "", twoDoors)
+	l.qs[0].feed(t, knock("198.51.100.7", 8000))
+	p := knock("198.51.100.7", 8001)
+	dec := l.d.eng.Decide(p, time.Now()) // web, door 1, opens
+	l.writePolicy("", `
+door "web" {
+  sequence = ["udp/8000", "udp/8001"]
+  open     = ["tcp/443"]
+  open_for = "1h"
+}
+door "ssh" {
+  sequence = ["udp/7000", "udp/7001"]
+  open     = ["tcp/22"]
+  open_for = "1h"
+}
+`)
+	if _, err := l.d.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	l.d.observe(p, dec, 0)
+	lines := l.logLines("grant opened")
+	if len(lines) != 1 || lines[0]["door"] != "web" || lines[0]["ports"] != "[tcp/443]" {
+		t.Fatalf("grant opened lines %v, want web's", lines)
+	}
+}

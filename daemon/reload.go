@@ -24,18 +24,19 @@ func (d *Daemon) Reload(by string) (*ReloadOutcome, error) {
 	if err != nil {
 		return fail(err)
 	}
+	running := d.gen.Load().pol
 	ended, err := d.eng.Reload(pol.Policy, now)
 	if err != nil {
 		return fail(fmt.Errorf("failed to compile policy %s: %w", d.path, err))
 	}
 	for what, changed := range map[string]bool{
-		"queue":            pol.Queue != d.pol.Queue,
-		"queues":           pol.Queues != d.pol.Queues,
-		"metrics listen":   pol.MetricsListen != d.pol.MetricsListen,
-		"control_socket":   pol.ControlSocket != d.pol.ControlSocket,
-		"spa (copy range)": copyRange(pol.Policy) > copyRange(d.pol.Policy),
-		"fail_open":        pol.FailOpen != d.pol.FailOpen,
-		"accept_mark":      pol.AcceptMark != d.pol.AcceptMark || pol.AcceptMask != d.pol.AcceptMask,
+		"queue":            pol.Queue != running.Queue,
+		"queues":           pol.Queues != running.Queues,
+		"metrics listen":   pol.MetricsListen != running.MetricsListen,
+		"control_socket":   pol.ControlSocket != running.ControlSocket,
+		"spa (copy range)": copyRange(pol.Policy) > copyRange(running.Policy),
+		"fail_open":        pol.FailOpen != running.FailOpen,
+		"accept_mark":      pol.AcceptMark != running.AcceptMark || pol.AcceptMask != running.AcceptMask,
 	} {
 		if changed {
 			d.log.Warn("a changed setting takes effect at the next restart", "setting", what)
@@ -43,9 +44,9 @@ func (d *Daemon) Reload(by string) (*ReloadOutcome, error) {
 	}
 	// The queue and the sockets stay bound as they are; the state file
 	// can follow at once.
-	pol.Queue, pol.Queues, pol.MetricsListen, pol.ControlSocket = d.pol.Queue, d.pol.Queues, d.pol.MetricsListen, d.pol.ControlSocket
-	pol.FailOpen, pol.AcceptMark, pol.AcceptMask = d.pol.FailOpen, d.pol.AcceptMark, d.pol.AcceptMask
-	d.pol = pol
+	pol.Queue, pol.Queues, pol.MetricsListen, pol.ControlSocket = running.Queue, running.Queues, running.MetricsListen, running.ControlSocket
+	pol.FailOpen, pol.AcceptMark, pol.AcceptMask = running.FailOpen, running.AcceptMark, running.AcceptMask
+	d.gen.Store(&generation{pol: pol})
 	out := &ReloadOutcome{Doors: len(pol.Doors)}
 	for _, g := range ended {
 		d.log.Info("grant ended", "door", g.Door, "source", g.Source.String(), "by", "reload removed the door")

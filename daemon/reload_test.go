@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/knockgate/knockgate/verdict"
@@ -94,4 +95,33 @@ func TestReloadRestartOnlySettings(t *testing.T) {
 	if st := l.d.Status(); st.Queue.Queue != 0 {
 		t.Fatalf("status names queue %d after the reload, want the bound 0", st.Queue.Queue)
 	}
+}
+
+// Status and reload may run at once (the control socket serves each
+// connection on its own goroutine, and SIGHUP reloads on another): with
+// -race this fails if status reads the running policy unsynchronised.
+func TestStatusDuringReload(t *testing.T) {
+	l := startLab(t, "", twoDoors)
+	l.open("198.51.100.7", 7000)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for range 5 {
+			if _, err := l.d.Reload("test"); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 5 {
+			if st := l.d.Status(); !same(grants(st), []string{"ssh 198.51.100.7"}) {
+				t.Errorf("status during reloads: %v", grants(st))
+				return
+			}
+		}
+	}()
+	wg.Wait()
 }

@@ -164,15 +164,9 @@ func setAside(path string, now time.Time) (string, error) {
 	return to, nil
 }
 
-func (d *Daemon) statePath() string {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	return d.pol.StateFile
-}
-
 // save writes the grants and the SPA replay cache to the state file.
 func (d *Daemon) save() {
-	path := d.statePath()
+	path := d.gen.Load().pol.StateFile
 	if path == "" {
 		return
 	}
@@ -186,7 +180,7 @@ func (d *Daemon) save() {
 // cannot be read is set aside and the daemon starts without grants: a lost
 // grant means a knock again, a wrongly restored one an open door.
 func (d *Daemon) restore(now time.Time) {
-	path := d.pol.StateFile
+	path := d.gen.Load().pol.StateFile
 	if path == "" {
 		return
 	}

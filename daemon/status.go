@@ -9,8 +9,8 @@ import (
 // the queues' counters.
 func (d *Daemon) Status() *StatusReport {
 	now := time.Now()
+	pol := d.gen.Load().pol
 	st := d.eng.Stats()
-	pol := d.eng.Policy()
 	r := &StatusReport{
 		Version: d.version, Policy: d.path, Now: now,
 		TrackedSources: st.Sources, MaxSources: st.MaxSources,
@@ -28,7 +28,7 @@ func (d *Daemon) Status() *StatusReport {
 		r.Doors = append(r.Doors, DoorStatus{Name: door.Name, Grants: gs})
 	}
 	if len(d.qs) > 0 {
-		r.Queue = QueueSnapshot{Queue: d.pol.Queue, Queues: len(d.qs)}
+		r.Queue = QueueSnapshot{Queue: pol.Queue, Queues: len(d.qs)}
 		for _, q := range d.qs {
 			qs := q.Stats()
 			r.Queue.Packets += qs.Packets
