@@ -125,7 +125,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 
-	gcfg := gate.Config{Queue: pol.Queue, CopyRange: copyRange(pol.Policy), Logger: d.log, Observe: d.observe, FailOpen: pol.FailOpen}
+	gcfg := gate.Config{Queue: pol.Queue, CopyRange: pol.CopyRange(), Logger: d.log, Observe: d.observe, FailOpen: pol.FailOpen}
 	if pol.FailOpen {
 		// The fail-open rules drop new connections to protected ports
 		// that lack this mark; fail-closed rules ignore marks.
@@ -228,19 +228,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.log.Info("knockgate stopped", "packets", packets, "malformed", malformed)
 	return nil
-}
-
-// copyRange is how much of each packet the kernel copies to us: the
-// headers for knocks, and whole datagrams when SPA payloads must be read.
-// It is fixed when the queue is bound, so a reload that adds the first SPA
-// door needs a restart; the daemon says so.
-func copyRange(p verdict.Policy) uint32 {
-	for _, d := range p.Doors {
-		if d.SPA != nil {
-			return 2048 // fwknop payloads stay well under a 1500-byte MTU
-		}
-	}
-	return gate.DefaultCopyRange
 }
 
 func (d *Daemon) markDirty() {

@@ -41,7 +41,7 @@ func (d *Daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Durat
 			return // a reload removed the door in between
 		}
 		by, ports := "knock", fmt.Sprint(door.Open)
-		if door.SPA != nil && p.Proto == door.SPA.Port.Proto && p.DstPort == door.SPA.Port.Num {
+		if door.GrantedBySPA(p) {
 			// An SPA grant covers the ports the packet asked for, and a
 			// client timeout may shorten it; status shows the details.
 			by, ports = "spa", "as requested"

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/knockgate/knockgate/gate"
 	"github.com/knockgate/knockgate/rules"
 	"github.com/knockgate/knockgate/verdict"
 )
@@ -57,19 +56,6 @@ func TestDaemonLogsGrants(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("log lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-}
-
-// The kernel copies only headers for knocks, but whole datagrams once a
-// door reads SPA payloads: fwknop packets run to several hundred bytes.
-func TestCopyRange(t *testing.T) {
-	knock := verdict.Policy{Doors: []verdict.Door{{Name: "k"}}}
-	if got := copyRange(knock); got != gate.DefaultCopyRange {
-		t.Errorf("knock-only policy: copy range %d, want %d", got, gate.DefaultCopyRange)
-	}
-	withSPA := verdict.Policy{Doors: []verdict.Door{{Name: "k"}, {Name: "s", SPA: &verdict.SPA{}}}}
-	if got := copyRange(withSPA); got < 1500 {
-		t.Errorf("policy with SPA: copy range %d, want at least a 1500-byte MTU", got)
 	}
 }
 

@@ -29,23 +29,12 @@ func (d *Daemon) Reload(by string) (*ReloadOutcome, error) {
 	if err != nil {
 		return fail(fmt.Errorf("failed to compile policy %s: %w", d.path, err))
 	}
-	for what, changed := range map[string]bool{
-		"queue":            pol.Queue != running.Queue,
-		"queues":           pol.Queues != running.Queues,
-		"metrics listen":   pol.MetricsListen != running.MetricsListen,
-		"control_socket":   pol.ControlSocket != running.ControlSocket,
-		"spa (copy range)": copyRange(pol.Policy) > copyRange(running.Policy),
-		"fail_open":        pol.FailOpen != running.FailOpen,
-		"accept_mark":      pol.AcceptMark != running.AcceptMark || pol.AcceptMask != running.AcceptMask,
-	} {
-		if changed {
-			d.log.Warn("a changed setting takes effect at the next restart", "setting", what)
-		}
+	for _, what := range rules.RestartOnlyChanges(running, pol) {
+		d.log.Warn("a changed setting takes effect at the next restart", "setting", what)
 	}
 	// The queue and the sockets stay bound as they are; the state file
 	// can follow at once.
-	pol.Queue, pol.Queues, pol.MetricsListen, pol.ControlSocket = running.Queue, running.Queues, running.MetricsListen, running.ControlSocket
-	pol.FailOpen, pol.AcceptMark, pol.AcceptMask = running.FailOpen, running.AcceptMark, running.AcceptMask
+	pol.KeepRestartOnly(running)
 	d.gen.Store(&generation{pol: pol})
 	out := &ReloadOutcome{Doors: len(pol.Doors)}
 	for _, g := range ended {
