@@ -123,18 +123,25 @@ func settings(dir string, extra string) string {
 		filepath.Join(dir, "state.json"), filepath.Join(dir, "kg.sock"), extra)
 }
 
-const twoDoors = `
+// The doors of the test policies: knock two UDP ports, the first and the
+// next, and a TCP port opens for an hour.
+const (
+	sshDoor = `
 door "ssh" {
   sequence = ["udp/7000", "udp/7001"]
   open     = ["tcp/22"]
   open_for = "1h"
 }
+`
+	webDoor = `
 door "web" {
   sequence = ["udp/8000", "udp/8001"]
   open     = ["tcp/443"]
   open_for = "1h"
 }
 `
+	twoDoors = sshDoor + webDoor
+)
 
 // writePolicy writes the lab's policy file: the gate block, then doors.
 func (l *lab) writePolicy(gateExtra, doors string) {

@@ -66,18 +66,7 @@ func TestObserveNamesDoorsAfterReload(t *testing.T) {
 	l.qs[0].feed(t, knock("198.51.100.7", 8000))
 	p := knock("198.51.100.7", 8001)
 	dec := l.d.eng.Decide(p, time.Now()) // web, door 1, opens
-	l.writePolicy("", `
-door "web" {
-  sequence = ["udp/8000", "udp/8001"]
-  open     = ["tcp/443"]
-  open_for = "1h"
-}
-door "ssh" {
-  sequence = ["udp/7000", "udp/7001"]
-  open     = ["tcp/22"]
-  open_for = "1h"
-}
-`)
+	l.writePolicy("", webDoor+sshDoor)
 	if _, err := l.d.Reload("test"); err != nil {
 		t.Fatal(err)
 	}

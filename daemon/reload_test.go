@@ -21,12 +21,7 @@ door "ftp" {
   sequence = ["udp/9000", "udp/9001"]
   open     = ["tcp/21"]
 }
-door "ssh" {
-  sequence = ["udp/7000", "udp/7001"]
-  open     = ["tcp/22"]
-  open_for = "1h"
-}
-`)
+`+sshDoor)
 	out, err := l.d.Reload("test")
 	if err != nil {
 		t.Fatal(err)
