@@ -117,9 +117,11 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// settings is the gate block of every test policy: files in dir.
+// settings is the gate block of every test policy: files in dir, and
+// tables a thousand entries large, which the race detector fills in
+// milliseconds rather than the defaults' seconds.
 func settings(dir string, extra string) string {
-	return fmt.Sprintf("gate {\n  state_file = %q\n  control_socket = %q\n%s}\n",
+	return fmt.Sprintf("gate {\n  state_file = %q\n  control_socket = %q\n  max_sources = 1000\n  max_grants = 1000\n  max_replay = 1000\n%s}\n",
 		filepath.Join(dir, "state.json"), filepath.Join(dir, "kg.sock"), extra)
 }
 
