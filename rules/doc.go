@@ -17,4 +17,18 @@
 // to track by its first knock), a close sequence that is the opening one.
 // Every problem is reported, each with its file:line:col, not just the
 // first, so one edit can fix them all.
+//
+// # Where things are
+//
+// policy.go holds Policy, Load and Parse; compiler.go the compiler's walk
+// over a file; schema.go the raw structs gohcl decodes into. Each block
+// has its reader: gateblock.go (gate and metrics), penaltyblock.go,
+// doorblock.go, totpblock.go and spablock.go (a door's totp and spa
+// blocks). crossdoor.go holds the checks across doors, values.go the
+// readers of single values (ports, durations, numbers, paths),
+// diagnostics.go the Error they all report into, steer.go the steering
+// rules. What the settings mean at run time is the engine's: a totp
+// block's acceptance window is verdict.TOTP.AcceptedSteps, and how long
+// the SPA replay cache keeps a packet (max_replay caps it) is verdict's
+// replay.go.
 package rules

@@ -12,7 +12,7 @@ import (
 
 var secret = base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
 
-func TestResistValid(t *testing.T) {
+func TestTOTPAndPenaltyBlocks(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "otp.secret"), []byte("TOTP_SECRET_BASE64: "+secret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -62,7 +62,7 @@ door "otp2" {
 	}
 }
 
-func TestResistErrors(t *testing.T) {
+func TestTOTPAndPenaltyBlockErrors(t *testing.T) {
 	enc, mac := newKeys(t)
 	tests := []struct {
 		name, src string

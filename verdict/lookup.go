@@ -31,7 +31,7 @@ type sequence struct {
 // totpDoor is a TOTP door and its two sequence slots.
 type totpDoor struct {
 	door  int
-	slots [2]int
+	slots [totpSteps]int
 	// live is the only part of a compiled policy that changes after
 	// compile: the derived sequences, rotated every step. It is a pointer
 	// so compiled stays a value that is never copied while in use.

@@ -13,8 +13,8 @@ import (
 // TOTP makes a door's knock sequence a function of a shared secret and the
 // time, in the manner of RFC 6238: the step counter T = unix time / Step is
 // the HMAC-SHA256 message, and the ports come from the MAC. A sniffed
-// sequence is worthless once its step (and the one after, which is still
-// accepted for clients that straddle a boundary) has passed.
+// sequence is worthless once its acceptance window (AcceptedSteps) has
+// passed.
 type TOTP struct {
 	Secret []byte
 	Step   time.Duration
@@ -45,6 +45,22 @@ func (t *TOTP) validate() error {
 		return fmt.Errorf("TOTP port range %d-%d is empty", t.Lo, t.Hi)
 	}
 	return nil
+}
+
+// totpSteps is the length of the TOTP acceptance window, in steps: a
+// sequence is accepted during its own step and the next, for a client
+// that knocks across a step boundary or whose clock is a little behind.
+// The engine keeps one derived sequence per step of the window
+// (totpSnap.slots).
+const totpSteps = 2
+
+// AcceptedSteps is the TOTP acceptance window, decided here only: the
+// sequence derived for step counter is accepted from the start of step
+// first to the end of step last. The engine derives what it matches from
+// it (rotate), and the knock client tells its user from it how long a
+// sequence stays good.
+func (t *TOTP) AcceptedSteps(counter uint64) (first, last uint64) {
+	return counter, counter + totpSteps - 1
 }
 
 // Counter is the step counter at now.
@@ -90,16 +106,18 @@ func (t *TOTP) Contains(p Port) bool { return p.Proto == t.Proto && p.Num >= t.L
 type totpLive struct {
 	snap atomic.Pointer[totpSnap]
 	mu   sync.Mutex
-	used [2]totpUse // per slot
+	used [totpSteps]totpUse // per slot
 }
 
-// totpSnap is one step's view of a TOTP door. Each door has two slots,
-// and step counter n lives in slot n%2: the current and the previous step
-// are both accepted, and a slot is derived anew only when its step is two
-// behind, so knocks in progress on the previous step survive a boundary.
+// totpSnap is one step's view of a TOTP door. Each door has a slot per
+// step of the acceptance window, and step counter n lives in slot
+// n%totpSteps: the current step and those before it in the window are
+// all accepted, and a slot is derived anew only when its step has left
+// the window, so knocks in progress on the previous step survive a
+// boundary.
 type totpSnap struct {
 	cur   uint64 // the step it was derived for
-	slots [2]totpSlot
+	slots [totpSteps]totpSlot
 }
 
 type totpSlot struct {
@@ -152,8 +170,12 @@ func (l *totpLive) rotate(cfg *TOTP, cur uint64) {
 	if old != nil {
 		next.slots = old.slots
 	}
-	for _, n := range [2]uint64{cur - 1, cur} {
-		if sl := &next.slots[n%2]; sl.ports == nil || sl.counter != n {
+	// The steps whose sequences are accepted at cur: cur, and those before
+	// it whose window still reaches cur.
+	first, last := cfg.AcceptedSteps(cur)
+	for i := range last - first + 1 {
+		n := cur - (last - first) + i
+		if sl := &next.slots[n%totpSteps]; sl.ports == nil || sl.counter != n {
 			// A new slice: readers of the old snapshot may still use the
 			// old one.
 			sl.ports = cfg.Sequence(n, nil)
@@ -208,7 +230,8 @@ func (c *compiled) firstSeq(pi int, num uint16) (si int32, knocks []Port, gen ui
 		if sn == nil {
 			break
 		}
-		for _, j := range [2]uint64{sn.cur % 2, (sn.cur + 1) % 2} {
+		for back := range uint64(totpSteps) {
+			j := (sn.cur - back) % totpSteps
 			if sl := &sn.slots[j]; sl.ports[0].Num == num {
 				return int32(td.slots[j]), sl.ports, sl.gen, sl.counter
 			}

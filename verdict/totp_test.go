@@ -137,3 +137,28 @@ func TestTOTPRangeClash(t *testing.T) {
 		t.Fatal("a knock inside a TOTP range was accepted")
 	}
 }
+
+// The engine accepts a step's sequence exactly as long as AcceptedSteps
+// says, the window the knock client reports to its user.
+func TestTOTPAcceptedStepsIsTheEnginesWindow(t *testing.T) {
+	cfg := totpPolicy().Doors[2].TOTP
+	c := cfg.Counter(time.Unix(1_800_000_000, 0))
+	first, last := cfg.AcceptedSteps(c)
+	if first != c || last <= first {
+		t.Fatalf("AcceptedSteps(%d) = %d, %d", c, first, last)
+	}
+	ends := cfg.StepEnds(last)
+	for _, tt := range []struct {
+		at   time.Time
+		want Reason
+	}{
+		{cfg.StepEnds(first - 1), ReasonOpened}, // the step starts
+		{ends.Add(-time.Second), ReasonOpened},  // the window's last second
+		{ends, ReasonKnockWrong},                // the window has passed
+	} {
+		e, _ := NewEngine(totpPolicy(), tt.at)
+		if d := knockTOTP(e, cfg, alice, c, tt.at); d.Reason != tt.want {
+			t.Errorf("step %d's sequence at %v (window ends %v): %v, want %v", c, tt.at, ends, d.Reason, tt.want)
+		}
+	}
+}

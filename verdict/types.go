@@ -290,10 +290,9 @@ type Policy struct {
 	MaxGrants int
 	// Penalty is the penalty box for sources that fail too often.
 	Penalty Penalty
-	// MaxReplay caps the remembered SPA packets. Each is kept only as long
-	// as it could still pass its door's max_age, so the cache holds at
-	// most rate × window entries; the cap bounds memory against a flood of
-	// valid packets.
+	// MaxReplay caps the remembered SPA packets; replayUntil (replay.go)
+	// says how long each is kept, and why that and this cap bound the
+	// cache.
 	MaxReplay int
 }
 

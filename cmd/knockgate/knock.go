@@ -126,14 +126,15 @@ func knock(addr netip.Addr, k verdict.Port) error {
 
 // doorSequence is what a client knocks on d at now: its close sequence,
 // the current step's sequence of a TOTP door (with the time it stops being
-// accepted, the end of the next step), or its sequence.
+// accepted, the end of its acceptance window), or its sequence.
 func doorSequence(d *verdict.Door, close bool, now time.Time) (seq []verdict.Port, goodUntil time.Time) {
 	switch {
 	case close:
 		return d.CloseSequence, time.Time{}
 	case d.TOTP != nil:
 		c := d.TOTP.Counter(now)
-		return d.TOTP.Sequence(c, nil), d.TOTP.StepEnds(c + 1)
+		_, last := d.TOTP.AcceptedSteps(c)
+		return d.TOTP.Sequence(c, nil), d.TOTP.StepEnds(last)
 	}
 	return d.Sequence, time.Time{}
 }
