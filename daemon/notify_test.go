@@ -9,22 +9,36 @@ import (
 	"time"
 )
 
-func TestSdNotify(t *testing.T) {
+// fakeSystemd listens where NOTIFY_SOCKET points, as systemd does for a
+// Type=notify unit; read returns the next notification.
+func fakeSystemd(t *testing.T) (read func() string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "notify.sock")
 	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	t.Setenv("NOTIFY_SOCKET", path)
+	return func() string {
+		t.Helper()
+		ln.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 256)
+		n, err := ln.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v", err)
+		}
+		return string(buf[:n])
+	}
+}
+
+func TestSdNotify(t *testing.T) {
+	read := fakeSystemd(t)
 	if err := sdNotify("READY=1"); err != nil {
 		t.Fatal(err)
 	}
-	ln.SetReadDeadline(time.Now().Add(2 * time.Second))
-	buf := make([]byte, 64)
-	n, err := ln.Read(buf)
-	if err != nil || string(buf[:n]) != "READY=1" {
-		t.Fatalf("got %q, %v", buf[:n], err)
+	if got := read(); got != "READY=1" {
+		t.Fatalf("got %q", got)
 	}
 	t.Setenv("NOTIFY_SOCKET", "")
 	if err := sdNotify("READY=1"); err != nil {
@@ -52,25 +66,9 @@ func TestWatchdogInterval(t *testing.T) {
 // feeds the watchdog while the verdict path answers, and says STOPPING=1
 // when it stops.
 func TestRunNotifiesSystemd(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "notify.sock")
-	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	t.Setenv("NOTIFY_SOCKET", path)
+	read := fakeSystemd(t)
 	t.Setenv("WATCHDOG_USEC", "100000")
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
-	read := func() string {
-		t.Helper()
-		ln.SetReadDeadline(time.Now().Add(5 * time.Second))
-		buf := make([]byte, 256)
-		n, err := ln.Read(buf)
-		if err != nil {
-			t.Fatalf("no notification: %v", err)
-		}
-		return string(buf[:n])
-	}
 
 	l := startLab(t, "", twoDoors)
 	if got := read(); got != "READY=1\nSTATUS=deciding packets on queue 0" {
