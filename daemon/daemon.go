@@ -36,8 +36,9 @@ type Config struct {
 }
 
 // Daemon holds what the running gate shares between the verdict path, the
-// sweeper, the state writer, the control socket and signal handling. It
-// observes decisions; it never changes a verdict.
+// sweeper, the state writer, the control socket and Reload (which the
+// command calls on SIGHUP). It observes decisions; it never changes a
+// verdict.
 type Daemon struct {
 	log     *slog.Logger
 	eng     *verdict.Engine
