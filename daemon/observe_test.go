@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"log/slog"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/knockgate/knockgate/rules"
 	"github.com/knockgate/knockgate/verdict"
+	"github.com/knockgate/knockgate/verdict/fwknop"
 )
 
 // The daemon logs one line per grant opened, revoked and expired, with door
@@ -74,5 +76,40 @@ func TestObserveNamesDoorsAfterReload(t *testing.T) {
 	lines := l.logLines("grant opened")
 	if len(lines) != 1 || lines[0]["door"] != "web" || lines[0]["ports"] != "[tcp/443]" {
 		t.Fatalf("grant opened lines %v, want web's", lines)
+	}
+}
+
+// A grant an SPA packet opened is logged as such, for the ports the packet
+// asked for, and one a knock sequence of the same door opened as a knock.
+func TestObserveLogsSPAGrant(t *testing.T) {
+	l := startLab(t, "", `
+door "nas" {
+  sequence = ["udp/7000", "udp/7001"]
+  open     = ["tcp/445", "tcp/22"]
+  spa {
+    port            = "udp/62201"
+    key_base64      = "RVhBTVBMRS1LRVktdXNlLWtub2NrZ2F0ZS1rZXlnZW4="
+    hmac_key_base64 = "RVhBTVBMRS1ITUFDLUtFWS1wdWJsaXNoZWQtaW4tZG9jcy1yZXBsYWNlLXdpdGgta25vY2tnYXRlLWtleWdlbg=="
+  }
+}
+`)
+	door, _ := doorNamed(l.d.eng.Policy(), "nas")
+	src := netip.MustParseAddr("198.51.100.7")
+	payload, err := fwknop.EncodeRandom(&fwknop.Message{Username: "test", Timestamp: time.Now(), Version: "3.0.0",
+		Type: fwknop.TypeAccess, AllowIP: src, Ports: []fwknop.Port{{Proto: uint8(verdict.TCP), Num: 22}}}, door.SPA.Keys, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := verdict.Packet{Src: src, Proto: verdict.UDP, SrcPort: 40000, DstPort: 62201, Payload: payload}
+	if dec := l.qs[0].feed(t, p); dec.Reason != verdict.ReasonOpened {
+		t.Fatalf("SPA packet: %v", dec)
+	}
+	l.open("2001:db8::7", 7000)
+	var got []string
+	for _, line := range l.logLines("grant opened") {
+		got = append(got, line["door"].(string)+" "+line["source"].(string)+" "+line["by"].(string)+" "+line["ports"].(string))
+	}
+	if want := []string{"nas 198.51.100.7 spa as requested", "nas 2001:db8::7 knock [tcp/445 tcp/22]"}; !same(got, want) {
+		t.Fatalf("grant opened lines %q, want %q", got, want)
 	}
 }
