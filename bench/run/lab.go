@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knockgate/knockgate/internal/netns"
+	"github.com/knockgate/knockgate/internal/nfqstat"
 )
 
 // The lab: two namespaces joined by one veth pair, nothing in the host's
@@ -339,37 +340,17 @@ func (l *lab) teardown() {
 	}
 }
 
-// qstat is one line of /proc/net/netfilter/nfnetlink_queue.
-type qstat struct {
-	Queue, PortID         uint32
-	Total, CopyRange      uint64
-	QDropped, UserDropped uint64
-	IDSeq                 uint64
-	Present               bool
-}
-
 // readQueues reads the gateway's queue table through a process inside it.
-func readQueues(pid int) (map[uint32]qstat, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/net/netfilter/nfnetlink_queue", pid))
+func readQueues(pid int) (map[uint16]nfqstat.Queue, error) {
+	qs, err := nfqstat.Read(fmt.Sprintf("/proc/%d/net/netfilter/nfnetlink_queue", pid))
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	m := map[uint32]qstat{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 8 {
-			continue
-		}
-		var v [8]uint64
-		for i := range v {
-			v[i], _ = strconv.ParseUint(fs[i], 10, 64)
-		}
-		m[uint32(v[0])] = qstat{Queue: uint32(v[0]), PortID: uint32(v[1]), Total: v[2], CopyRange: v[4],
-			QDropped: v[5], UserDropped: v[6], IDSeq: v[7], Present: true}
+	m := make(map[uint16]nfqstat.Queue, len(qs))
+	for _, q := range qs {
+		m[q.Number] = q
 	}
-	return m, sc.Err()
+	return m, nil
 }
 
 // acceptedSYNs is the packet count of the filter INPUT counter rule: SYNs
