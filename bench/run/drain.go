@@ -319,8 +319,8 @@ func pollDrain(gwPID, queues, pid int, pollEvery time.Duration, cpu int, limit t
 // The poller reads every pollEvery (-drain-poll) until the queues look
 // less than fineAhead from empty, then every pollFine: the end is timed
 // to about pollFine while most of the drain costs one wake-up a
-// pollEvery. A wake-up costs the poller some 25-30 µs of CPU on this
-// kind of VM (measured: pread of the table alone is under 1 µs).
+// pollEvery: a wake-up costs the poller far more CPU than the read of the
+// table (BENCHMARKS.md, "The poller's cost").
 const (
 	pollFine  = 100 * time.Microsecond
 	fineAhead = 3 * time.Millisecond
