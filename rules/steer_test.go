@@ -2,29 +2,16 @@ package rules
 
 import (
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/knockgate/knockgate/verdict"
 )
 
-const steerFailOpenPolicy = `
-gate {
-  queue       = 5
-  fail_open   = true
-  accept_mark = "0x100/0x300"
-}
-
-door "ssh" {
-  sequence = ["tcp/7000", "udp/8000", "tcp/9000"]
-  open     = ["tcp/23", "tcp/22", "udp/51820"]
-}
-
-door "lan" {
-  sequence = ["udp/6100"]
-  open     = ["tcp/2222", "tcp/22", "tcp/2224", "tcp/2223"]
-}
-`
+// steerFailOpenPolicy is a fail-open policy, also the one
+// cmd/knockgate's rules tests print through the command.
+const steerFailOpenPolicy = "testdata/failopen.hcl"
 
 // steerRules returns s.Rules() split into its IPv4 and IPv6 sections,
 // failing the test on an error or a missing marker.
@@ -59,7 +46,11 @@ func mustParse(t *testing.T, src, name string) *Policy {
 // lack the accept mark, for both families; the mark and the file named in
 // the header come from the policy, the ports are folded into runs.
 func TestSteeringFailOpen(t *testing.T) {
-	pol := mustParse(t, steerFailOpenPolicy, "/etc/knockgate/policy.hcl")
+	src, err := os.ReadFile(steerFailOpenPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := mustParse(t, string(src), "/etc/knockgate/policy.hcl")
 	fo := NewFailOpen(pol)
 	if fo == nil {
 		t.Fatal("NewFailOpen gave nil for a fail-open policy")

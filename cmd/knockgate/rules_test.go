@@ -21,30 +21,15 @@ func writePolicyFile(t *testing.T, src string) string {
 	return path
 }
 
-const failOpenPolicy = `
-gate {
-  queue       = 5
-  fail_open   = true
-  accept_mark = "0x100/0x300"
-}
-
-door "ssh" {
-  sequence = ["tcp/7000", "udp/8000", "tcp/9000"]
-  open     = ["tcp/23", "tcp/22", "udp/51820"]
-}
-
-door "lan" {
-  sequence = ["udp/6100"]
-  open     = ["tcp/2222", "tcp/22", "tcp/2224", "tcp/2223"]
-}
-`
+// failOpenPolicy is the fail-open policy of package rules' steering tests.
+const failOpenPolicy = "../../rules/testdata/failopen.hcl"
 
 // With a fail-open policy, rules prints what rules.Steering renders from
 // its flags and the policy: the interface, the DNATs, the policy's queue,
 // and the fail-open part (mark, protected ports, the --config path in the
 // header). The rules themselves are tested in package rules.
 func TestRulesFailOpen(t *testing.T) {
-	cfg := writePolicyFile(t, failOpenPolicy)
+	cfg := failOpenPolicy
 	code, out, errOut := runMain(t, "rules", "--config", cfg, "--interface", "wan0",
 		"--dnat", "tcp/2222=192.0.2.10:22", "--dnat", "tcp/2222=[2001:db8:2::10]:22")
 	if code != 0 {
@@ -115,7 +100,7 @@ func TestRulesConfigFailClosed(t *testing.T) {
 
 // --queue and --config may be given together only if they agree.
 func TestRulesQueueDisagrees(t *testing.T) {
-	cfg := writePolicyFile(t, failOpenPolicy)
+	cfg := failOpenPolicy
 	code, out, errOut := runMain(t, "rules", "--config", cfg, "--queue", "0")
 	if code != 1 || out != "" || !strings.Contains(errOut, "--queue 0 disagrees with gate { queue = 5 }") {
 		t.Errorf("exit %d, stdout %q, stderr %q; want exit 1 and the disagreement", code, out, errOut)
