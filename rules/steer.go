@@ -344,17 +344,22 @@ func writeLoadHeader(b *strings.Builder, v6 bool, owned string) {
 `, family, tool, otherFlag, otherFamily, otherTool, owned, tool)
 }
 
-// writeFailOpenHeader explains the fail-open rules in comments: what the
-// operator must know to keep them right.
-func writeFailOpenHeader(b *strings.Builder, fo *FailOpen, mark string) {
+// protectedList names the protected ports for a header comment.
+func (fo *FailOpen) protectedList() string {
 	var ports []string
 	for _, p := range fo.Protected {
 		ports = append(ports, p.String())
 	}
-	list := strings.Join(ports, " ")
-	if list == "" {
-		list = "none (the policy's doors open no port)"
+	if len(ports) == 0 {
+		return "none (the policy's doors open no port)"
 	}
+	return strings.Join(ports, " ")
+}
+
+// writeFailOpenHeader explains the fail-open rules in comments: what the
+// operator must know to keep them right.
+func writeFailOpenHeader(b *strings.Builder, fo *FailOpen, mark string) {
+	list := fo.protectedList()
 	fmt.Fprintf(b, `# FAIL-OPEN, for the policy %s
 # (gate { fail_open = true }). The NFQUEUE rules have --queue-bypass:
 # while the daemon is not running, and for packets that find its queue

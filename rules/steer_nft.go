@@ -104,14 +104,7 @@ func (s Steering) Nftables() (string, error) {
 
 // writeNftFailOpenHeader is writeFailOpenHeader in nftables' words.
 func writeNftFailOpenHeader(b *strings.Builder, fo *FailOpen) {
-	var ports []string
-	for _, p := range fo.Protected {
-		ports = append(ports, p.String())
-	}
-	list := strings.Join(ports, " ")
-	if list == "" {
-		list = "none (the policy's doors open no port)"
-	}
+	list := fo.protectedList()
 	fmt.Fprintf(b, `# FAIL-OPEN, for the policy %s
 # (gate { fail_open = true }). The queue statement has bypass: while the
 # daemon is not running, and for packets that find its queue full, the

@@ -40,6 +40,23 @@ door "lan" {
 }
 `
 
+// failOpenSteering is what rules should print for the policy in cfg with
+// --interface wan0 and a DNAT of tcp/2222 for each family.
+func failOpenSteering(t *testing.T, cfg string) rules.Steering {
+	t.Helper()
+	pol, err := rules.Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rules.Steering{
+		Interface: "wan0", Queue: pol.Queue, Queues: pol.Queues, FailOpen: rules.NewFailOpen(pol),
+		DNATs: []rules.DNAT{
+			{Port: verdict.Port{Proto: verdict.TCP, Num: 2222}, To: netip.MustParseAddrPort("192.0.2.10:22")},
+			{Port: verdict.Port{Proto: verdict.TCP, Num: 2222}, To: netip.MustParseAddrPort("[2001:db8:2::10]:22")},
+		},
+	}
+}
+
 // With a fail-open policy, rules prints what rules.Steering renders from
 // its flags and the policy: the interface, the DNATs, the policy's queue,
 // and the fail-open part (mark, protected ports, the --config path in the
@@ -51,17 +68,7 @@ func TestRulesFailOpen(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	pol, err := rules.Load(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := rules.Steering{
-		Interface: "wan0", Queue: 5, Queues: 1, FailOpen: rules.NewFailOpen(pol),
-		DNATs: []rules.DNAT{
-			{Port: verdict.Port{Proto: verdict.TCP, Num: 2222}, To: netip.MustParseAddrPort("192.0.2.10:22")},
-			{Port: verdict.Port{Proto: verdict.TCP, Num: 2222}, To: netip.MustParseAddrPort("[2001:db8:2::10]:22")},
-		},
-	}.Rules()
+	want, err := failOpenSteering(t, cfg).Rules()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,17 +197,7 @@ func TestRulesFamiliesAndFormat(t *testing.T) {
 	if got := run("-6"); got != v6 || !strings.Contains(got, "# IPv6: load with `ip6tables-restore --noflush`") {
 		t.Errorf("-6 printed\n%s\nwant the IPv6 section\n%s", got, v6)
 	}
-	pol, err := rules.Load(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := rules.Steering{
-		Interface: "wan0", Queue: 5, Queues: 1, FailOpen: rules.NewFailOpen(pol),
-		DNATs: []rules.DNAT{
-			{Port: verdict.Port{Proto: verdict.TCP, Num: 2222}, To: netip.MustParseAddrPort("192.0.2.10:22")},
-			{Port: verdict.Port{Proto: verdict.TCP, Num: 2222}, To: netip.MustParseAddrPort("[2001:db8:2::10]:22")},
-		},
-	}.Nftables()
+	want, err := failOpenSteering(t, cfg).Nftables()
 	if err != nil {
 		t.Fatal(err)
 	}
