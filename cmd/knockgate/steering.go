@@ -63,7 +63,7 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 	queues := fs.Uint("queues", 1, "how many queues, numbered from --queue; must match the policy's gate { queues }")
 	v4 := fs.Bool("4", false, "print only the IPv4 rules, for iptables-restore")
 	v6 := fs.Bool("6", false, "print only the IPv6 rules, for ip6tables-restore")
-	format := fs.String("format", "iptables", "`iptables` (iptables-restore input) or nft (an nftables ruleset for nft -f, both families)")
+	format := fs.String("format", "iptables", "output `format`: iptables (iptables-restore input) or nft (an nftables ruleset for nft -f, both families)")
 	var dnats dnatFlag
 	fs.Var(&dnats, "dnat", "also print a static DNAT forwarding `proto/port=address:port` to a LAN host (repeatable)")
 	if err := parseFlags(fs, args); err != nil {
