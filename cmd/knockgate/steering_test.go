@@ -161,7 +161,7 @@ func TestRulesInvalidPolicy(t *testing.T) {
 // prints rules.Steering's nftables ruleset. Flags that cannot go together
 // are usage errors.
 func TestRulesFamiliesAndFormat(t *testing.T) {
-	cfg := writePolicyFile(t, failOpenPolicy)
+	cfg := failOpenPolicy
 	args := []string{"--config", cfg, "--interface", "wan0", "--dnat", "tcp/2222=192.0.2.10:22", "--dnat", "tcp/2222=[2001:db8:2::10]:22"}
 	run := func(extra ...string) string {
 		t.Helper()
