@@ -13,7 +13,7 @@ import (
 // bypass, the accept mark, the protected ports as one interval set per
 // protocol (folded into runs), and each DNAT with its own family.
 func TestSteeringNftablesFailOpen(t *testing.T) {
-	pol := mustParse(t, steerFailOpenPolicy, "/etc/knockgate/policy.hcl")
+	pol := failOpenFixture(t)
 	got, err := Steering{
 		Interface: "wan0", Queue: pol.Queue, Queues: pol.Queues, FailOpen: NewFailOpen(pol),
 		DNATs: []DNAT{

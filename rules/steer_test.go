@@ -40,6 +40,17 @@ func steerRules(t *testing.T, s Steering) (v4, v6 string) {
 	return v4, v6
 }
 
+// failOpenFixture parses steerFailOpenPolicy under the name its header
+// comment shows.
+func failOpenFixture(t *testing.T) *Policy {
+	t.Helper()
+	src, err := os.ReadFile(steerFailOpenPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mustParse(t, string(src), "/etc/knockgate/policy.hcl")
+}
+
 func mustParse(t *testing.T, src, name string) *Policy {
 	t.Helper()
 	p, err := Parse([]byte(src), name)
@@ -54,11 +65,7 @@ func mustParse(t *testing.T, src, name string) *Policy {
 // lack the accept mark, for both families; the mark and the file named in
 // the header come from the policy, the ports are folded into runs.
 func TestSteeringFailOpen(t *testing.T) {
-	src, err := os.ReadFile(steerFailOpenPolicy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol := mustParse(t, string(src), "/etc/knockgate/policy.hcl")
+	pol := failOpenFixture(t)
 	fo := NewFailOpen(pol)
 	if fo == nil {
 		t.Fatal("NewFailOpen gave nil for a fail-open policy")
