@@ -239,7 +239,7 @@ func DecodeMessage(b []byte) (Message, error) {
 	}
 	d := decoder{b: b[4:]}
 	d.base = int64(d.u64())
-	m.Sent = time.Unix(0, d.base)
+	m.Sent = unixUTC(d.base)
 	copy(m.Policy[:], d.take(len(m.Policy)))
 	m.Sender = d.str()
 	u := &m.Update
@@ -344,7 +344,7 @@ func (d *decoder) time() time.Time {
 		return time.Time{}
 	}
 	d.b = d.b[n:]
-	return time.Unix(0, d.base+v)
+	return unixUTC(d.base + v)
 }
 
 // count reads a section's count and checks that what is left could hold

@@ -49,9 +49,11 @@ type Stats struct {
 	In, Out [NumFactKinds]uint64
 	// Ignored counts refused messages and facts, by reason.
 	Ignored [NumReasons]uint64
-	// Messages and bytes received and sent; a broadcast to n peers counts
-	// n messages.
+	// Update messages and their bytes, received and sent; a broadcast to
+	// n peers counts n messages.
 	MessagesIn, MessagesOut, BytesIn, BytesOut uint64
+	// Full states and their bytes, received and sent on push/pull.
+	StatesIn, StatesOut, StateBytesIn, StateBytesOut uint64
 	// Members counts the alive members, this gateway included.
 	Members int
 }
@@ -90,11 +92,10 @@ type Node struct {
 	peers  map[string]*peer
 	policy PolicyHash
 
-	in, out     [NumFactKinds]atomic.Uint64
-	ignored     [NumReasons]atomic.Uint64
-	msgIn, msgO atomic.Uint64
-	bytesIn     atomic.Uint64
-	bytesOut    atomic.Uint64
+	in, out [NumFactKinds]atomic.Uint64
+	ignored [NumReasons]atomic.Uint64
+	// traffic by Kind-1 (updates, states), then in and out.
+	msgs, bytes [2][2]atomic.Uint64
 }
 
 type peer struct {
@@ -186,8 +187,7 @@ func (n *Node) Publish(u Update) (Changes, error) {
 		return ch, nil
 	}
 	sent, err := t.Broadcast(msg)
-	n.msgO.Add(uint64(sent))
-	n.bytesOut.Add(uint64(sent * len(msg)))
+	n.count(KindUpdate, 1, sent, len(msg))
 	if err != nil {
 		return ch, fmt.Errorf("failed to publish to every peer: %w", err)
 	}
@@ -275,8 +275,10 @@ func (n *Node) Stats() Stats {
 	for i := range s.Ignored {
 		s.Ignored[i] = n.ignored[i].Load()
 	}
-	s.MessagesIn, s.MessagesOut = n.msgIn.Load(), n.msgO.Load()
-	s.BytesIn, s.BytesOut = n.bytesIn.Load(), n.bytesOut.Load()
+	s.MessagesIn, s.MessagesOut = n.msgs[0][0].Load(), n.msgs[0][1].Load()
+	s.BytesIn, s.BytesOut = n.bytes[0][0].Load(), n.bytes[0][1].Load()
+	s.StatesIn, s.StatesOut = n.msgs[1][0].Load(), n.msgs[1][1].Load()
+	s.StateBytesIn, s.StateBytesOut = n.bytes[1][0].Load(), n.bytes[1][1].Load()
 	if t := n.transport(); t != nil {
 		for _, m := range t.Members() {
 			if m.State == MemberAlive {
@@ -312,8 +314,7 @@ func countFacts(c *[NumFactKinds]atomic.Uint64, u *Update) {
 // receive decodes, checks and merges one message of kind want.
 func (n *Node) receive(b []byte, want Kind) {
 	now := n.now()
-	n.msgIn.Add(1)
-	n.bytesIn.Add(uint64(len(b)))
+	n.count(want, 0, 1, len(b))
 	m, err := DecodeMessage(b)
 	if err == nil && m.Kind != want {
 		err = fmt.Errorf("%w: kind %d where %d belongs", ErrMalformed, m.Kind, want)
@@ -398,6 +399,13 @@ func (n *Node) localState() []byte {
 		n.logger.Error("cluster state too large to send in full", "err", err)
 		return nil
 	}
-	n.bytesOut.Add(uint64(len(b)))
+	n.count(KindState, 1, 1, len(b))
 	return b
+}
+
+// count adds msgs messages of size bytes of kind k to the traffic
+// counters, dir 0 in and 1 out.
+func (n *Node) count(k Kind, dir, msgs, size int) {
+	n.msgs[k-1][dir].Add(uint64(msgs))
+	n.bytes[k-1][dir].Add(uint64(msgs * size))
 }

@@ -192,7 +192,7 @@ func (s *Store) Merge(u *Update, now time.Time) Changes {
 		if !had || nt.at > old.at {
 			touch(k)
 			s.prune(k, nt.at)
-			ch.Revokes = append(ch.Revokes, Revoke{Door: r.Door, Source: r.Source, At: time.Unix(0, nt.at), Until: time.Unix(0, nt.until)})
+			ch.Revokes = append(ch.Revokes, Revoke{Door: r.Door, Source: r.Source, At: unixUTC(nt.at), Until: unixUTC(nt.until)})
 		}
 	}
 	for i := range u.Grants {
@@ -329,28 +329,28 @@ func (s *Store) Snapshot(now time.Time) Update {
 		for _, o := range os {
 			if o.until > t {
 				u.Grants = append(u.Grants, Grant{Door: k.door, Source: k.src, Ports: slices.Clone(o.ports),
-					Opened: time.Unix(0, o.opened), Until: time.Unix(0, o.until), Origin: o.origin})
+					Opened: unixUTC(o.opened), Until: unixUTC(o.until), Origin: o.origin})
 			}
 		}
 	}
 	for k, tb := range s.revokes {
 		if tb.until > t {
-			u.Revokes = append(u.Revokes, Revoke{Door: k.door, Source: k.src, At: time.Unix(0, tb.at), Until: time.Unix(0, tb.until)})
+			u.Revokes = append(u.Revokes, Revoke{Door: k.door, Source: k.src, At: unixUTC(tb.at), Until: unixUTC(tb.until)})
 		}
 	}
 	for d, until := range s.replays {
 		if until > t {
-			u.Replays = append(u.Replays, Replay{Digest: d, Until: time.Unix(0, until)})
+			u.Replays = append(u.Replays, Replay{Digest: d, Until: unixUTC(until)})
 		}
 	}
 	for k, until := range s.totp {
 		if until > t {
-			u.TOTP = append(u.TOTP, TOTPUse{Door: k.door, Step: k.step, Source: k.src, Until: time.Unix(0, until)})
+			u.TOTP = append(u.TOTP, TOTPUse{Door: k.door, Step: k.step, Source: k.src, Until: unixUTC(until)})
 		}
 	}
 	for src, until := range s.bans {
 		if until > t {
-			u.Bans = append(u.Bans, Ban{Source: src, Until: time.Unix(0, until)})
+			u.Bans = append(u.Bans, Ban{Source: src, Until: unixUTC(until)})
 		}
 	}
 	return u
@@ -407,7 +407,7 @@ func (e effective) equal(o effective) bool {
 
 func (e effective) grant(k grantKey) Grant {
 	return Grant{Door: k.door, Source: k.src, Ports: slices.Clone(e.ports),
-		Opened: time.Unix(0, e.opened), Until: time.Unix(0, e.until), Origin: e.origin}
+		Opened: unixUTC(e.opened), Until: unixUTC(e.until), Origin: e.origin}
 }
 
 // unionPorts joins two sorted port sets, nil being all ports. It returns a
@@ -457,3 +457,7 @@ func SortPorts(ports []verdict.Port) []verdict.Port {
 	slices.SortFunc(out, comparePorts)
 	return slices.Compact(out)
 }
+
+// unixUTC turns stored nanoseconds back into a time, in UTC so that logs
+// and the state file do not depend on the host's zone.
+func unixUTC(ns int64) time.Time { return time.Unix(0, ns).UTC() }
