@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,10 +33,13 @@ type testNode struct {
 }
 
 type nodeOpts struct {
-	key   []byte
-	bind  netip.AddrPort
-	peers []string
-	store *Store
+	key    []byte
+	bind   netip.AddrPort
+	peers  []string
+	store  *Store
+	now    func() time.Time
+	policy PolicyHash
+	logger *slog.Logger
 }
 
 func startNode(t *testing.T, name string, o nodeOpts) *testNode {
@@ -48,11 +52,14 @@ func startNode(t *testing.T, name string, o nodeOpts) *testNode {
 	}
 	tn := &testNode{name: name, applied: &applied{}}
 	logger := slog.New(slog.DiscardHandler)
-	if testing.Verbose() && os.Getenv("CLUSTER_LOG") != "" {
+	if o.logger != nil {
+		logger = o.logger
+	} else if testing.Verbose() && os.Getenv("CLUSTER_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
 	}
 	n, err := NewNode(Config{
 		Name: name, Limits: Limits{Door: doors}, Apply: tn.applied.apply, Store: o.store, Logger: logger,
+		Now: o.now, Policy: o.policy,
 		OnPropagation: func(_ string, d time.Duration) {
 			tn.mu.Lock()
 			tn.prop = append(tn.prop, d)
@@ -234,6 +241,58 @@ func TestClusterPartitionHeals(t *testing.T) {
 	t.Logf("converged %v after gw3 restarted", time.Since(start))
 }
 
+// syncBuffer is a log destination that the nodes' goroutines share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestClusterSkewAndPolicy runs gw2 with a clock 2 s ahead and another
+// policy: gw1 measures the skew from gw2's messages, warns, and reports
+// the policy.
+func TestClusterSkewAndPolicy(t *testing.T) {
+	var logs syncBuffer
+	a := startNode(t, "gw1", nodeOpts{policy: PolicyHash{1}, logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ahead := func() time.Time { return time.Now().Add(2 * time.Second) }
+	b := startNode(t, "gw2", nodeOpts{policy: PolicyHash{2}, now: ahead, peers: []string{a.addr().String()}})
+	eventually(t, 5*time.Second, "gw2 joins", func() bool { return a.Stats().Members == 2 })
+	g := newGrant("192.0.2.80", time.Minute)
+	if _, err := b.Publish(Update{Grants: []Grant{g}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "grant on gw1", func() bool { return a.has(g) })
+	if skew := a.MaxSkew(); skew < 1900*time.Millisecond || skew > 2100*time.Millisecond {
+		t.Errorf("gw1 measures a skew of %v, want about 2s", skew)
+	}
+	var st MemberStatus
+	for _, m := range a.Members() {
+		if m.Name == "gw2" {
+			st = m
+		}
+	}
+	if !st.PolicyDiffers || st.Policy != (PolicyHash{2}) || st.Skew < time.Second {
+		t.Errorf("gw2 as gw1 sees it: %+v", st)
+	}
+	out := logs.String()
+	for _, want := range []string{"clock is off", "another policy", "cluster member joined"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("gw1's log lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 // TestClusterPropagation sends 1,000 grants from gw1 to gw2 at about
 // 1,000/s and reports the delay from publish to merge; every grant
 // arrives, directly or by push/pull.
@@ -265,4 +324,30 @@ func TestClusterPropagation(t *testing.T) {
 	s := a.Stats()
 	t.Logf("%d grants in %v: %d arrived directly, p50 %v, p99 %v, max %v; %d bytes in %d messages out (%d per grant)",
 		n, sent.Round(time.Millisecond), len(ds), q(0.5), q(0.99), ds[len(ds)-1], s.BytesOut, s.MessagesOut, s.BytesOut/s.MessagesOut)
+}
+
+func TestSlogWriter(t *testing.T) {
+	var logs syncBuffer
+	l := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	w := slogWriter{l}
+	for _, line := range []string{
+		"[DEBUG] memberlist: Stream connection from=127.0.0.1:1\n",
+		"[WARN] memberlist: Refuting a dead message\n",
+		"[ERR] memberlist: failed to decrypt\n",
+		"no level at all\n",
+	} {
+		if n, err := w.Write([]byte(line)); n != len(line) || err != nil {
+			t.Fatalf("Write: %d, %v", n, err)
+		}
+	}
+	out := logs.String()
+	for _, want := range []string{`level=WARN msg="Refuting a dead message" component=memberlist`,
+		`level=ERROR msg="failed to decrypt"`, `level=INFO msg="no level at all"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "Stream connection") {
+		t.Errorf("debug line passed the info level:\n%s", out)
+	}
 }

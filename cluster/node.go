@@ -35,7 +35,8 @@ type Config struct {
 	// discards them.
 	Logger *slog.Logger
 	// OnPropagation, when set, receives for each update message from a
-	// peer the time from its sender's timestamp to its merge here.
+	// peer the time from its sender's timestamp to its merge here (which
+	// includes the two clocks' skew).
 	OnPropagation func(from string, d time.Duration)
 	// OnPolicyMismatch, when set, is called when a peer is first seen
 	// with a policy hash other than ours, or with another one than before.
@@ -44,8 +45,10 @@ type Config struct {
 
 // Stats are a Node's counters since it started, for metrics.
 type Stats struct {
-	// In counts facts from peers that passed the checks, by kind
-	// (whether or not they changed anything); Out counts facts published.
+	// In counts facts in update messages from peers that passed the
+	// checks, by kind, whether or not they changed anything (full states
+	// are not counted: they repeat every fact); Out counts facts
+	// published.
 	In, Out [NumFactKinds]uint64
 	// Ignored counts refused messages and facts, by reason.
 	Ignored [NumReasons]uint64
@@ -334,7 +337,13 @@ func (n *Node) receive(b []byte, want Kind) {
 		n.logger.Debug("cluster message refused", "from", m.Sender, "reason", r.String(), "sent", m.Sent)
 		return
 	}
-	n.limits.filter(&m.Update, now, func(r Reason) { n.ignored[r].Add(1) }, func(k FactKind) { n.in[k].Add(1) })
+	n.limits.filter(&m.Update, now, func(r Reason) { n.ignored[r].Add(1) }, func(k FactKind) {
+		// A full state repeats every live fact each PushPull interval;
+		// only updates count as facts received.
+		if want == KindUpdate {
+			n.in[k].Add(1)
+		}
+	})
 	n.mu.Lock()
 	ch := n.store.Merge(&m.Update, now)
 	if !ch.Empty() && n.cfg.Apply != nil {
