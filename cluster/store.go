@@ -237,37 +237,37 @@ func (s *Store) Merge(u *Update, now time.Time) Changes {
 		ch.Grants = append(ch.Grants, now.grant(k))
 	}
 	for i := range u.Replays {
-		r := &u.Replays[i]
-		until := r.Until.UnixNano()
-		if old, ok := s.replays[r.Digest]; until <= t || (ok && old >= until) {
-			continue
+		if _, ok := joinUntil(s.replays, u.Replays[i].Digest, u.Replays[i].Until, t); ok {
+			ch.Replays = append(ch.Replays, u.Replays[i])
 		}
-		s.replays[r.Digest] = until
-		ch.Replays = append(ch.Replays, *r)
 	}
 	for i := range u.TOTP {
 		x := &u.TOTP[i]
-		until := x.Until.UnixNano()
-		k := totpKey{x.Door, x.Step, x.Source}
-		old, ok := s.totp[k]
-		if until <= t || (ok && old >= until) {
-			continue
-		}
-		s.totp[k] = until
-		if !ok {
+		// A use already known is no news to the engine, whatever its
+		// expiry.
+		if isNew, ok := joinUntil(s.totp, totpKey{x.Door, x.Step, x.Source}, x.Until, t); ok && isNew {
 			ch.TOTP = append(ch.TOTP, *x)
 		}
 	}
 	for i := range u.Bans {
-		b := &u.Bans[i]
-		until := b.Until.UnixNano()
-		if old, ok := s.bans[b.Source]; until <= t || (ok && old >= until) {
-			continue
+		if _, ok := joinUntil(s.bans, u.Bans[i].Source, u.Bans[i].Until, t); ok {
+			ch.Bans = append(ch.Bans, u.Bans[i])
 		}
-		s.bans[b.Source] = until
-		ch.Bans = append(ch.Bans, *b)
 	}
 	return ch
+}
+
+// joinUntil joins an expiry into m[k], the later one winning, unless it
+// has expired by t. It reports whether k is new and whether m changed.
+func joinUntil[K comparable](m map[K]int64, k K, until time.Time, t int64) (isNew, changed bool) {
+	u := until.UnixNano()
+	old, ok := m[k]
+	if u <= t || (ok && old >= u) {
+		return false, false
+	}
+	m[k] = u
+	// One that expired and was not yet swept is as good as gone.
+	return !ok || old <= t, true
 }
 
 // prune drops k's openings that a tombstone at at beats.
