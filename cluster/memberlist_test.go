@@ -351,3 +351,14 @@ func TestSlogWriter(t *testing.T) {
 		t.Errorf("debug line passed the info level:\n%s", out)
 	}
 }
+
+func TestNodeNameMustMatchTransport(t *testing.T) {
+	_, err := NewNode(Config{Name: "gw1", Limits: Limits{Door: doors}},
+		Memberlist(MemberlistConfig{Name: "gw9", Bind: loopback, Key: testKey}))
+	if err == nil {
+		t.Fatal("a node whose transport uses another name started")
+	}
+	if _, err := NewNode(Config{Name: "gw1"}, Memberlist(MemberlistConfig{Name: "gw1", Bind: loopback, Key: []byte("short")})); err == nil {
+		t.Fatal("a 5-byte key was taken")
+	}
+}

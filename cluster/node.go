@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,12 +15,15 @@ const SkewWarn = time.Second
 
 // Config configures a Node.
 type Config struct {
-	// Name is this gateway's name, the Origin of the grants it makes.
+	// Name is this gateway's name, the Origin of the grants it makes;
+	// the transport must know it by the same name.
 	Name string
 	// Policy identifies this gateway's policy; peers whose hash differs
 	// are reported (OnPolicyMismatch, MemberStatus.PolicyDiffers).
 	Policy PolicyHash
-	// Limits bound what peers may add.
+	// Limits bound what peers may add. Limits.Door is called from the
+	// transport's goroutines, concurrently with reloads: it must read the
+	// current policy safely.
 	Limits Limits
 	// Apply receives the effective changes that facts from peers made,
 	// in the order they were merged. It runs on a transport goroutine,
@@ -130,6 +134,12 @@ func NewNode(cfg Config, connect func(Handler) (Transport, error)) (*Node, error
 		t, err := connect(handler{n})
 		if err != nil {
 			return nil, err
+		}
+		// Peers key what they hear by the message's sender name, and
+		// status joins it with the member name: the two must agree.
+		if !slices.ContainsFunc(t.Members(), func(m Member) bool { return m.Self && m.Name == cfg.Name }) {
+			t.Close()
+			return nil, fmt.Errorf("failed to start cluster node %q: the transport knows this gateway by another name", cfg.Name)
 		}
 		n.tmu.Lock()
 		n.t = t
