@@ -41,8 +41,8 @@ const (
 	// change's facts, small enough for a peer to hold several in flight.
 	MaxUpdateBytes = 64 << 10
 	// MaxStateBytes is the largest full-state message. memberlist refuses
-	// push/pull state beyond 20 MiB in all; 16 MiB holds about 300,000
-	// grants or 500,000 replay digests.
+	// push/pull state beyond 20 MiB in all; at 25 to 40 bytes a fact, 16
+	// MiB holds some 400,000 (BenchmarkFullState).
 	MaxStateBytes = 16 << 20
 )
 

@@ -149,7 +149,9 @@ func (t *mlTransport) Broadcast(msg []byte) (int, error) {
 	sent := 0
 	var errs []error
 	for _, n := range t.ml.Members() {
-		if n.Name == self || n.State != memberlist.StateAlive {
+		// Members lists the alive and the suspect: a suspect peer is
+		// often only slow, and a datagram to it costs nothing.
+		if n.Name == self {
 			continue
 		}
 		var err error

@@ -9,8 +9,8 @@ import (
 // a second backend (such as NATS) would implement, leaving Store, codec
 // and Node untouched.
 type Transport interface {
-	// Broadcast sends msg directly to every live peer, not to this
-	// gateway, and returns how many peers it reached. A peer it misses is
+	// Broadcast sends msg directly to every peer not known to be dead,
+	// not to this gateway, and returns how many sends succeeded. A peer it misses is
 	// repaired by the next full-state exchange.
 	Broadcast(msg []byte) (sent int, err error)
 	// Members returns the members the transport knows, this gateway
