@@ -21,7 +21,7 @@ type MemberlistConfig struct {
 	// Name is this gateway's unique name in the cluster.
 	Name string
 	// Bind is where peers reach this gateway, over both TCP and UDP. Port
-	// 0 picks a free port (tests); BindPort reports it.
+	// 0 picks a free port (tests); the Self member's Addr reports it.
 	Bind netip.AddrPort
 	// Advertise, when valid, is the address peers are told to use instead
 	// of Bind (behind NAT, or Bind is 0.0.0.0).
@@ -140,9 +140,6 @@ func (t *mlTransport) joinLoop(ctx context.Context, peers []string, every time.D
 		}
 	}
 }
-
-// BindPort is the port memberlist listens on, once started.
-func (t *mlTransport) BindPort() int { return int(t.ml.LocalNode().Port) }
 
 func (t *mlTransport) Broadcast(msg []byte) (int, error) {
 	self := t.ml.LocalNode().Name
