@@ -130,6 +130,9 @@ type Store struct {
 	replays map[[20]byte]int64
 	totp    map[totpKey]int64
 	bans    map[netip.Addr]int64
+	// names interns door and gateway names: each decoded message brings
+	// its own copies, and thousands of grants name the same few.
+	names map[string]string
 }
 
 // NewStore returns an empty Store.
@@ -140,7 +143,16 @@ func NewStore() *Store {
 		replays: make(map[[20]byte]int64),
 		totp:    make(map[totpKey]int64),
 		bans:    make(map[netip.Addr]int64),
+		names:   make(map[string]string),
 	}
+}
+
+func (s *Store) intern(name string) string {
+	if v, ok := s.names[name]; ok {
+		return v
+	}
+	s.names[name] = name
+	return name
 }
 
 // Len counts the stored facts: openings, tombstones, digests, TOTP uses and
@@ -216,6 +228,10 @@ func (s *Store) Merge(u *Update, now time.Time) Changes {
 		if j < 0 {
 			touch(k)
 			o.ports = slices.Clone(o.ports)
+			o.origin = s.intern(o.origin)
+			// Assigning to a map overwrites a string key even when it is
+			// present, so the door is interned either way.
+			k.door = s.intern(k.door)
 			s.grants[k] = append(os, o)
 			continue
 		}

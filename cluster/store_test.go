@@ -262,9 +262,10 @@ func TestExpiredFactsIgnored(t *testing.T) {
 func BenchmarkStorePerGrant(b *testing.B) {
 	b.ReportAllocs()
 	ports := []verdict.Port{ssh, https}
+	// Names are new strings each time, as DecodeMessage makes them.
 	grant := func(i int) *Update {
-		return &Update{Grants: []Grant{{Door: "ssh", Source: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}),
-			Opened: t0, Until: t0.Add(time.Hour), Origin: "gw1", Ports: ports}}}
+		return &Update{Grants: []Grant{{Door: string([]byte("ssh")), Source: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}),
+			Opened: t0, Until: t0.Add(time.Hour), Origin: string([]byte("gw1")), Ports: ports}}}
 	}
 	s := NewStore()
 	for i := range b.N {
