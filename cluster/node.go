@@ -158,7 +158,8 @@ func (n *Node) transport() Transport {
 // in what the caller may leave out: a grant's Origin (this gateway), its
 // ports' order, and a revoke's Until (At plus the door's longest grant).
 // It returns the effective changes, which the engine may need when the
-// merge joined the change with what peers had sent. A send error still
+// merge joined the change with what peers had sent, or when a tombstone
+// from a peer beats a grant published (Changes.Revokes has it then). A send error still
 // leaves the change merged; push/pull repairs the peers it missed.
 func (n *Node) Publish(u Update) (Changes, error) {
 	now := n.now()
@@ -193,6 +194,14 @@ func (n *Node) Publish(u Update) (Changes, error) {
 	}
 	n.mu.Lock()
 	ch := n.store.Merge(&u, now)
+	// A local grant that a peer's tombstone already beats (the revoke was
+	// stamped later by a clock ahead of ours) is dropped everywhere else:
+	// the engine must drop it too.
+	for i := range u.Grants {
+		if r, ok := n.store.beats(&u.Grants[i], now); ok && !slices.Contains(ch.Revokes, r) {
+			ch.Revokes = append(ch.Revokes, r)
+		}
+	}
 	n.mu.Unlock()
 	countFacts(&n.out, &u)
 	t := n.transport()

@@ -136,7 +136,16 @@ func TestNodePublishFillsIn(t *testing.T) {
 	if _, err := n.Publish(Update{Revokes: []Revoke{{Door: "mail", Source: src, At: t0}}}); err == nil {
 		t.Fatal("revoke for an unknown door published")
 	}
-	if s := n.Stats(); s.Out[FactGrant] != 1 || s.Out[FactRevoke] != 1 || s.Members != 1 {
+	// A grant opened before a revoke it has not seen, as from a clock
+	// behind the revoker's: Publish says the engine must drop it.
+	ch, err = n.Publish(Update{Grants: []Grant{{Door: "web", Source: src, Opened: t0.Add(-time.Second), Until: t0.Add(time.Minute)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ch, Changes{Revokes: want.Revokes}) {
+		t.Fatalf("beaten grant: changes %+v", ch)
+	}
+	if s := n.Stats(); s.Out[FactGrant] != 2 || s.Out[FactRevoke] != 1 || s.Members != 1 {
 		t.Errorf("stats %+v", s)
 	}
 }

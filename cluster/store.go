@@ -286,6 +286,15 @@ func joinUntil[K comparable](m map[K]int64, k K, until time.Time, t int64) (isNe
 	return !ok || old <= t, true
 }
 
+// beats returns the live tombstone that beats g, if any.
+func (s *Store) beats(g *Grant, now time.Time) (Revoke, bool) {
+	tb, ok := s.revokes[grantKey{g.Door, g.Source}]
+	if !ok || tb.until <= now.UnixNano() || g.Opened.UnixNano() > tb.at {
+		return Revoke{}, false
+	}
+	return Revoke{Door: g.Door, Source: g.Source, At: unixUTC(tb.at), Until: unixUTC(tb.until)}, true
+}
+
 // prune drops k's openings that a tombstone at at beats.
 func (s *Store) prune(k grantKey, at int64) {
 	os := slices.DeleteFunc(s.grants[k], func(o opening) bool { return o.opened <= at })
