@@ -162,16 +162,22 @@ install: build man
 # builds one for another architecture.
 deb: build man
 	rm -rf bin/deb-root
-	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/bin/deb-root PREFIX=/usr \
+	$(MAKE) -s --no-print-directory install DESTDIR=$(CURDIR)/bin/deb-root PREFIX=/usr \
 	  UNITDIR=/usr/lib/systemd/system ZSHCOMPDIR=/usr/share/zsh/vendor-completions
 	packaging/deb/build.sh bin/deb-root $(VERSION) $(DEB_DIR) >bin/deb.path
 	@cat bin/deb.path
 
 # Root: installs the .deb with dpkg, checks it, purges it and checks that
-# nothing is left (packaging/deb/test-deb.sh).
+# nothing is left (packaging/deb/test-deb.sh). One line per check goes to
+# $(TESTLOGS)/deb-test.log; make prints the tally, or the log on failure.
 deb-test: deb
 	@if [ "$$(id -u)" != 0 ]; then echo "the package test needs root (dpkg -i)"; exit 1; fi
-	packaging/deb/test-deb.sh $$(cat bin/deb.path)
+	@mkdir -p $(TESTLOGS); log=$(TESTLOGS)/deb-test.log; \
+	if packaging/deb/test-deb.sh $$(cat bin/deb.path) >$$log 2>&1; then \
+	  echo "package test: $$(tail -1 $$log) (log: $$log)"; \
+	else \
+	  cat $$log; echo "FAIL  package test (log: $$log)"; exit 1; \
+	fi
 
 clean:
 	rm -rf bin dist
