@@ -130,10 +130,12 @@ release:
 	done; \
 	echo; echo "$(DIST)/SHA256SUMS:"; cat SHA256SUMS
 
-# Man pages from docs/*.md, with go-md2man (Debian: go-md2man).
+# Man pages from docs/*.md, with go-md2man (Debian: go-md2man). Made on
+# every run, since their header carries $(VERSION), which no file date
+# tracks.
 man: $(MANPAGES)
 
-bin/man/%: docs/%.md
+bin/man/%: docs/%.md FORCE
 	@command -v go-md2man >/dev/null || { echo "make man needs go-md2man (Debian: apt-get install go-md2man)"; exit 1; }
 	@mkdir -p bin/man
 	sed 's/@VERSION@/$(VERSION)/' $< >$@.md
@@ -178,6 +180,8 @@ deb-test: deb
 	else \
 	  cat $$log; echo "FAIL  package test (log: $$log)"; exit 1; \
 	fi
+
+FORCE:
 
 clean:
 	rm -rf bin dist
