@@ -86,8 +86,10 @@ chmod 0644 "$doc/copyright"
 ctl=$root/DEBIAN
 install -d -m 0755 "$ctl"
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-maintainer=${DEB_MAINTAINER:-$(git config user.name 2>/dev/null) <$(git config user.email 2>/dev/null)>}
-[[ $maintainer =~ ^[^\<]+\ \<[^@\>]+@[^\>]+\>$ ]] || die "no maintainer: set DEB_MAINTAINER='Name <address>' (or git config user.name and user.email)"
+# The Maintainer field: DEB_MAINTAINER, else the author of the commit built
+# (a CI checkout has that, where it often has no git user configured).
+maintainer=${DEB_MAINTAINER:-$(git log -1 --format='%an <%ae>' 2>/dev/null || true)}
+[[ $maintainer =~ ^[^\<]+\ \<[^@\>]+@[^\>]+\>$ ]] || die "no maintainer: set DEB_MAINTAINER='Name <address>' (outside a git checkout)"
 sed -e "s/@VERSION@/$debver/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" -e "s|@MAINTAINER@|$maintainer|" \
 	"$here/control.in" >"$ctl/control"
 echo /etc/knockgate/policy.hcl >"$ctl/conffiles"
