@@ -148,6 +148,18 @@ echo '# edited by test-deb' >>/etc/knockgate/policy.hcl
 echo '{}' >/var/lib/knockgate/state.json
 if out=$(dpkg -i "$deb" 2>&1); then ok "dpkg -i again over the installed package"; else bad "dpkg -i again"; sed 's/^/      /' <<<"$out"; fi
 check "a reinstall keeps the edited conffile" grep -q '^# edited by test-deb$' /etc/knockgate/policy.hcl
+# An upgrade: the same package under a later version, repacked here.
+work=$(mktemp -d /tmp/knockgate-deb-test.XXXXXX)
+trap 'rm -rf "$work"; cleanup' EXIT
+dpkg-deb -R "$deb" "$work/root"
+version=$(dpkg-deb -f "$deb" Version)
+sed -i "s/^Version: .*/Version: $version+upgrade/" "$work/root/DEBIAN/control"
+dpkg-deb --root-owner-group --build "$work/root" "$work/upgrade.deb" >/dev/null
+if out=$(dpkg -i "$work/upgrade.deb" 2>&1); then ok "dpkg -i upgrades to $version+upgrade"; else bad "dpkg -i of the upgrade"; sed 's/^/      /' <<<"$out"; fi
+check "the upgrade is installed" test "$(dpkg-query -W -f='${Version}' knockgate)" = "$version+upgrade"
+check "an upgrade does not repeat the first-install message" bash -c '! grep -q "neither enabled nor started" <<<"$1"' _ "$out"
+check "an upgrade keeps the edited conffile and the saved state" \
+	bash -c 'grep -q "^# edited by test-deb$" /etc/knockgate/policy.hcl && test -e /var/lib/knockgate/state.json'
 if out=$(dpkg -r knockgate 2>&1); then ok "dpkg -r knockgate"; else bad "dpkg -r knockgate"; sed 's/^/      /' <<<"$out"; fi
 check "dpkg -r removes the binary" test ! -e /usr/sbin/knockgate
 check "dpkg -r keeps the policy" test -e /etc/knockgate/policy.hcl
