@@ -16,7 +16,7 @@ _knockgate_flags() {
 	sequence) echo --config --door ;;
 	spa) echo --access --allow-ip --config --door --hmac-digest --hmac-key-base64 --key-base64 --mode --port --save-packet --timeout ;;
 	keygen) echo --access --hmac-digest --kind --port --quiet --server ;;
-	rules) echo --config --dnat --interface --queue --queues ;;
+	rules) echo -4 -6 --config --dnat --format --interface --queue --queues ;;
 	status) echo --json --socket ;;
 	revoke) echo --door --socket --source ;;
 	reload) echo --socket ;;
