@@ -43,9 +43,9 @@
 // --queue-bypass): a packet the queue cannot take, because nobody is bound
 // or it is full, is accepted by the kernel without asking us. Such a packet,
 // like one we accept, skips the rest of the queueing chain and goes on at
-// the next table's hook (measured on Linux 6.18 with iptables-nft: a
-// counter after the NFQUEUE rule in mangle PREROUTING never moves, those in
-// nat PREROUTING and mangle INPUT do). What tells the two apart is the mark:
+// the next table's hook (TestQueueMarksAccepted checks it against the
+// kernel: a counter after the NFQUEUE rule in mangle PREROUTING never
+// moves, those in nat PREROUTING and mangle INPUT do). What tells the two apart is the mark:
 // the gate sets Config.AcceptMark on what it accepts, the kernel sets
 // nothing, so a static rule in mangle INPUT and FORWARD can drop new
 // connections to protected ports that lack the mark. Unprotected ports then

@@ -56,7 +56,7 @@ func TestAppendVerdict(t *testing.T) {
 	if a := testing.AllocsPerRun(100, func() {
 		buf = appendVerdict(buf[:0], 7, 1, nfAccept, 5, true, false)
 		buf = appendVerdict(buf, 7, 2, nfAccept, 0, false, true)
-	}); a != 0 {
+	}); a != 0 && !raceEnabled {
 		t.Errorf("%v allocations appending to a buffer with room, want 0", a)
 	}
 }

@@ -255,10 +255,10 @@ func Open(cfg Config) (*Queue, error) {
 
 // readBufferFor sizes a receive buffer for n queued packets of copyRange
 // bytes. The kernel charges each message the truesize of its skb, not its
-// length: measured on Linux 6.18, a 256-byte copy costs about 830 bytes
-// (the default 208 KiB buffer held 256 of them). copyRange + 512 per packet
-// is above that, and the kernel doubles what SO_RCVBUFFORCE asks for
-// (socket(7)), so n packets fit with room to spare.
+// length: a 256-byte copy costs about 830 bytes (BENCHMARKS.md, "The hot
+// path", "Receive buffer"). copyRange + 512 per packet is above that, and
+// the kernel doubles what SO_RCVBUFFORCE asks for (socket(7)), so n
+// packets fit with room to spare.
 func readBufferFor(n, copyRange uint32) int {
 	const maxBuffer = 1 << 30 // the kernel caps SO_RCVBUFFORCE at INT_MAX/2
 	return int(min(uint64(n)*(uint64(copyRange)+512), maxBuffer))
@@ -330,12 +330,11 @@ func (q *Queue) Run(ctx context.Context, d Decider) error {
 // does, and once it has not for 10 ms (forcePreemptNS) the runtime's
 // sysmon thread takes its P away at every look, 20 µs apart, whenever it
 // finds it in a system call; every such take resets sysmon to its fastest
-// pace, and the reader wakes to a P it has to take back. Traced on Linux 6.18 with
-// the connect-latency bench, yielding every 2 ms cut sysmon's wake-ups
-// from 934 to 90 per 2,000 packets and the median wake-to-read time from
-// 8-17 µs to 4 µs, what libnetfilter_queue's C loop takes. A yield costs
-// the reader about 80 ns (runtime.Gosched in a loop on this machine) and
-// happens at most 500 times a second.
+// pace, and the reader wakes to a P it has to take back. A yield now and
+// then keeps sysmon at its slow pace, and the reader's wake-to-read time
+// at what libnetfilter_queue's C loop takes, for the cost of one
+// runtime.Gosched at most 500 times a second. BENCHMARKS.md ("The hot
+// path", "Latency") has the trace and the figures.
 const yieldEvery = 2 * time.Millisecond
 
 // loop binds the queue on socket fd and serves it until q.stop. It returns

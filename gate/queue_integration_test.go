@@ -536,48 +536,35 @@ func gateNamespaces(t *testing.T) (srv, cli string) {
 }
 
 // makeNamespaces creates the server and client namespaces, joined by a veth
-// pair, and removes them when the test ends.
+// pair, and removes them, with whatever runs in them, when the test ends.
 func makeNamespaces(t *testing.T) (srv, cli string) {
 	t.Helper()
 	base := fmt.Sprintf("kg-gate-test-%d", os.Getpid())
 	srv, cli = base+"-srv", base+"-cli"
+	var lab netns.Lab
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
 	for _, ns := range []string{srv, cli} {
-		mustRun(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-				t.Errorf("ip netns del %s: %v: %s", ns, err, out)
-			}
-		})
+		if err := lab.Add(ns); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// The pair is made inside the server namespace, its peer moved to the
-	// client's at once, so no interface ever appears in the host's.
-	mustRun(t, "ip", "-n", srv, "link", "add", "s0", "type", "veth", "peer", "name", "c0", "netns", cli)
-	for _, side := range []struct {
-		ns, dev  string
-		ip4, ip6 netip.Addr
-	}{
-		{srv, "s0", srvAddr4, srvAddr6},
-		{cli, "c0", cliAddr4, cliAddr6},
-	} {
-		mustRun(t, "ip", "-n", side.ns, "addr", "add", side.ip4.String()+"/24", "dev", side.dev)
-		// nodad: the address is usable at once instead of after duplicate
-		// address detection (RFC 4862 §5.4).
-		mustRun(t, "ip", "-n", side.ns, "addr", "add", side.ip6.String()+"/64", "dev", side.dev, "nodad")
-		mustRun(t, "ip", "-n", side.ns, "link", "set", side.dev, "up")
-		mustRun(t, "ip", "-n", side.ns, "link", "set", "lo", "up")
+	if err := netns.Veth(
+		netns.End{NS: srv, Dev: "s0", Addrs: []netip.Prefix{netip.PrefixFrom(srvAddr4, 24), netip.PrefixFrom(srvAddr6, 64)}},
+		netns.End{NS: cli, Dev: "c0", Addrs: []netip.Prefix{netip.PrefixFrom(cliAddr4, 24), netip.PrefixFrom(cliAddr6, 64)}},
+	); err != nil {
+		t.Fatal(err)
 	}
 	return srv, cli
 }
 
 // ncZ tries a TCP connection from the namespace with a one second timeout.
 func ncZ(ns string, addr netip.Addr, port uint16) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "nc", "-z", "-w", "1", addr.String(), fmt.Sprint(port)).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
-	}
-	return nil
+	_, err := netns.Run(10*time.Second, "", "ip", "netns", "exec", ns, "nc", "-z", "-w", "1", addr.String(), fmt.Sprint(port))
+	return err
 }
 
 // inNamespace runs fn on an OS thread that has entered the named network
@@ -591,11 +578,11 @@ func inNamespace(t *testing.T, ns string, fn func()) {
 
 func mustRun(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	out, err := netns.Run(time.Minute, "", name, args...)
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		t.Fatal(err)
 	}
-	return string(out)
+	return out
 }
 
 // listenAndClose listens on at (in whatever namespace the calling thread is
@@ -608,15 +595,7 @@ func listenAndClose(t *testing.T, at netip.AddrPort) bool {
 		return false
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	netns.Serve(ln, nil)
 	return true
 }
 

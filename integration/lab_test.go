@@ -4,7 +4,6 @@ package integration
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -90,6 +89,7 @@ type lab struct {
 	prefix string
 	dir    string
 
+	nets   netns.Lab
 	mu     sync.Mutex
 	procs  []*exec.Cmd
 	closer []io.Closer
@@ -113,31 +113,31 @@ func newLab(t *testing.T, rulesArgs ...string) *lab {
 	l := &lab{t: t, prefix: fmt.Sprintf("kgt%d-%d", os.Getpid()%100000, labSeq.Add(1)), dir: t.TempDir(), doors: policy}
 	t.Cleanup(l.cleanup)
 	for _, n := range []string{"gw", "c1", "c2", "lan"} {
-		l.must("ip", "netns", "add", l.ns(n))
-		l.must("ip", "-n", l.ns(n), "link", "set", "lo", "up")
+		if err := l.nets.Add(l.ns(n)); err != nil {
+			t.Fatal(err)
+		}
 	}
+	p := netip.MustParsePrefix
 	links := []struct {
-		peer           string
-		gw4, gw6       string
-		peer4, peer6   string
-		route4, route6 string
+		peer         string
+		gw4, gw6     netip.Prefix
+		peer4, peer6 netip.Prefix
 	}{
-		{"c1", "198.51.100.1/24", "2001:db8:1::1/64", "198.51.100.10/24", "2001:db8:1::10/64", "198.51.100.1", "2001:db8:1::1"},
-		{"c2", "203.0.113.1/24", "2001:db8:3::1/64", "203.0.113.20/24", "2001:db8:3::20/64", "203.0.113.1", "2001:db8:3::1"},
-		{"lan", "192.0.2.1/24", "2001:db8:2::1/64", "192.0.2.10/24", "2001:db8:2::10/64", "192.0.2.1", "2001:db8:2::1"},
+		{"c1", p("198.51.100.1/24"), p("2001:db8:1::1/64"), p("198.51.100.10/24"), p("2001:db8:1::10/64")},
+		{"c2", p("203.0.113.1/24"), p("2001:db8:3::1/64"), p("203.0.113.20/24"), p("2001:db8:3::20/64")},
+		{"lan", p("192.0.2.1/24"), p("2001:db8:2::1/64"), p("192.0.2.10/24"), p("2001:db8:2::10/64")},
 	}
 	gw := l.ns("gw")
 	for _, k := range links {
 		peer := l.ns(k.peer)
-		l.must("ip", "link", "add", k.peer, "netns", gw, "type", "veth", "peer", "name", "eth0", "netns", peer)
-		l.must("ip", "-n", gw, "addr", "add", k.gw4, "dev", k.peer)
-		l.must("ip", "-n", gw, "addr", "add", k.gw6, "dev", k.peer, "nodad")
-		l.must("ip", "-n", gw, "link", "set", k.peer, "up")
-		l.must("ip", "-n", peer, "addr", "add", k.peer4, "dev", "eth0")
-		l.must("ip", "-n", peer, "addr", "add", k.peer6, "dev", "eth0", "nodad")
-		l.must("ip", "-n", peer, "link", "set", "eth0", "up")
-		l.must("ip", "-n", peer, "route", "add", "default", "via", k.route4)
-		l.must("ip", "-n", peer, "-6", "route", "add", "default", "via", k.route6)
+		if err := netns.Veth(
+			netns.End{NS: gw, Dev: k.peer, Addrs: []netip.Prefix{k.gw4, k.gw6}},
+			netns.End{NS: peer, Dev: "eth0", Addrs: []netip.Prefix{k.peer4, k.peer6}},
+		); err != nil {
+			t.Fatal(err)
+		}
+		l.must("ip", "-n", peer, "route", "add", "default", "via", k.gw4.Addr().String())
+		l.must("ip", "-n", peer, "-6", "route", "add", "default", "via", k.gw6.Addr().String())
 	}
 	l.must("ip", "netns", "exec", gw, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
 
@@ -176,10 +176,8 @@ func (l *lab) cleanup() {
 			p.Wait()
 		}
 	}
-	for _, n := range []string{"gw", "c1", "c2", "lan"} {
-		if err := netns.Remove(l.ns(n)); err != nil {
-			l.t.Errorf("cleanup: %v", err)
-		}
+	if err := l.nets.Close(); err != nil {
+		l.t.Errorf("cleanup: %v", err)
 	}
 	if l.t.Failed() && l.log != "" {
 		if b, err := os.ReadFile(l.log); err == nil {
@@ -189,12 +187,7 @@ func (l *lab) cleanup() {
 }
 
 func (l *lab) run(stdin string, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return netns.Run(2*time.Minute, stdin, name, args...)
 }
 
 func (l *lab) must(name string, args ...string) string {
@@ -206,7 +199,7 @@ func (l *lab) mustIn(stdin, name string, args ...string) string {
 	l.t.Helper()
 	out, err := l.run(stdin, name, args...)
 	if err != nil {
-		l.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		l.t.Fatal(err)
 	}
 	return out
 }
@@ -222,31 +215,18 @@ func (l *lab) inNS(ns string, f func() error) error {
 // and then echoes lines back.
 func (l *lab) serve(ns string, at netip.AddrPort, banner string) {
 	l.t.Helper()
-	var ln net.Listener
-	err := l.inNS(ns, func() error {
-		var err error
-		ln, err = net.Listen("tcp", at.String())
-		return err
-	})
+	ln, err := netns.Listen(l.ns(ns), "tcp", at.String())
 	if err != nil {
-		l.t.Fatalf("listen in %s on %s: %v", ns, at, err)
+		l.t.Fatal(err)
 	}
 	l.mu.Lock()
 	l.closer = append(l.closer, ln)
 	l.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintf(c, "%s\n", banner)
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	netns.Serve(ln, func(c net.Conn) {
+		defer c.Close()
+		fmt.Fprintf(c, "%s\n", banner)
+		io.Copy(c, c)
+	})
 }
 
 // policy is the lab's policy: short grants so expiry is quick to see.

@@ -1,13 +1,12 @@
 package metrics
 
 import (
-	"io"
-	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/knockgate/knockgate/internal/nfqstat"
 )
 
 // sourceCollector emits the figures read at scrape time as const metrics,
@@ -125,100 +124,19 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
-	kqs, err := readProcQueues(c.src.ProcPath)
+	kqs, err := nfqstat.Read(c.src.ProcPath)
 	if err != nil {
 		c.scrapeErrors.Add(1)
 	}
 	for _, q := range kqs {
-		if ours != nil && !ours[q.queue] {
+		if ours != nil && !ours[q.Number] {
 			// Another program's queue (an IPS, say): not ours to report.
 			continue
 		}
-		l := strconv.Itoa(int(q.queue))
-		gauge(c.kernelLength, float64(q.length), l)
-		counter(c.kernelDropped, q.dropped, l)
-		counter(c.kernelUserDropped, q.userDropped, l)
+		l := strconv.Itoa(int(q.Number))
+		gauge(c.kernelLength, float64(q.Total), l)
+		counter(c.kernelDropped, q.Dropped, l)
+		counter(c.kernelUserDropped, q.UserDropped, l)
 	}
 	counter(c.scrapeErrorsDesc, c.scrapeErrors.Load())
-}
-
-// procQueue is one line of /proc/net/netfilter/nfnetlink_queue.
-type procQueue struct {
-	queue                        uint16
-	length, dropped, userDropped uint64
-}
-
-// maxProcSize bounds what we read of the proc file: a line is under 64
-// bytes and there are at most 65536 queues.
-const maxProcSize = 8 << 20
-
-// errBadLines reports a proc file with lines that did not parse; the lines
-// that did are still returned.
-type errBadLines int
-
-func (e errBadLines) Error() string {
-	return strconv.Itoa(int(e)) + " lines of the queue status file could not be parsed"
-}
-
-// readProcQueues reads the kernel's queue figures. On error it returns
-// whatever it could parse.
-func readProcQueues(path string) ([]procQueue, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxProcSize))
-	if err != nil {
-		return nil, err
-	}
-	qs, bad := parseProcQueues(string(data))
-	if bad > 0 {
-		return qs, errBadLines(bad)
-	}
-	return qs, nil
-}
-
-// parseProcQueues parses the kernel's queue status file, which
-// nfnetlink_queue.c writes one line per bound queue with
-//
-//	"%5u %6u %5u %1u %5u %5u %5u %8u %2d\n"
-//
-// for queue_number, peer_portid, queue_total, copy_mode, copy_range,
-// queue_dropped, queue_user_dropped, id_sequence and a constant 1. It
-// needs the first eight fields as unsigned numbers and ignores any after
-// them, so that a kernel adding a column does not blind us. Blank lines are
-// skipped; other lines that do not parse, and repeats of a queue already
-// seen (which would make the scrape fail on duplicate series), are counted
-// in bad.
-func parseProcQueues(data string) (qs []procQueue, bad int) {
-	var seen map[uint16]bool
-	for line := range strings.Lines(data) {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		var n [8]uint64
-		ok := len(f) >= len(n)
-		for i := 0; ok && i < len(n); i++ {
-			bits := 32 // u32 in the kernel
-			if i == 0 {
-				bits = 16 // queue numbers are 16 bits in NFQA_CFG_CMD
-			}
-			var err error
-			n[i], err = strconv.ParseUint(f[i], 10, bits)
-			ok = err == nil
-		}
-		q := uint16(n[0])
-		if !ok || seen[q] {
-			bad++
-			continue
-		}
-		if seen == nil {
-			seen = make(map[uint16]bool)
-		}
-		seen[q] = true
-		qs = append(qs, procQueue{queue: q, length: n[2], dropped: n[5], userDropped: n[6]})
-	}
-	return qs, bad
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/knockgate/knockgate/internal/nfqstat"
 	"github.com/knockgate/knockgate/verdict"
 )
 
@@ -28,7 +29,7 @@ type Sources struct {
 
 // DefaultProcPath is where the kernel lists its netfilter queues, one line
 // per bound queue, for the network namespace of the reader.
-const DefaultProcPath = "/proc/net/netfilter/nfnetlink_queue"
+const DefaultProcPath = nfqstat.Path
 
 // QueueStats are our own counters for one netfilter queue (see gate.Stats).
 type QueueStats struct {

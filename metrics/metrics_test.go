@@ -230,7 +230,7 @@ func fakeSources() Sources {
 				{Queue: 1, Packets: 99}, // a repeat must not fail the scrape
 			}
 		},
-		ProcPath: "testdata/nfnetlink_queue",
+		ProcPath: "../internal/nfqstat/testdata/nfnetlink_queue",
 	}
 }
 
@@ -310,7 +310,7 @@ knockgate_scrape_errors_total 0
 // lists; without the proc file, they are left out and the error counted,
 // and the scrape still succeeds.
 func TestProcSources(t *testing.T) {
-	c := newSourceCollector(Sources{ProcPath: "testdata/nfnetlink_queue"}, func() []string { return nil })
+	c := newSourceCollector(Sources{ProcPath: "../internal/nfqstat/testdata/nfnetlink_queue"}, func() []string { return nil })
 	want := `
 # HELP knockgate_kernel_queue_length Packets waiting in the kernel for a verdict (queue_total in nfnetlink_queue), by netfilter queue.
 # TYPE knockgate_kernel_queue_length gauge

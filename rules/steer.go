@@ -94,18 +94,51 @@ func ValidInterface(name string) bool {
 	return true
 }
 
+// The marker lines that head each family's section of Rules, naming the
+// command that loads it; a script splits the output at them.
+const (
+	IPv4Marker = "# ---- iptables-restore --noflush ----\n"
+	IPv6Marker = "# ---- ip6tables-restore --noflush ----\n"
+)
+
 // Rules returns the steering rules for both families: iptables-restore
-// input for IPv4, then ip6tables-restore input for IPv6, each a complete
-// file for --noflush after a marker comment
-// ("# ---- iptables-restore --noflush ----"), so a script can split them.
-// The same Steering always gives the same text. A field that would make
-// the rules wrong or let a value escape its rule (an invalid interface, a
-// queue range past 65535, a DNAT or protected port that is not TCP or UDP,
-// an accept mark outside its mask, a line break in the policy's name) is
-// refused with an error and no rules.
+// input for IPv4, then ip6tables-restore input for IPv6, each after its
+// marker line (IPv4Marker, IPv6Marker) so a script can split them. Each
+// section is what Iptables gives for its family.
 func (s Steering) Rules() (string, error) {
-	if err := s.check(); err != nil {
+	v4, err := s.Iptables(false)
+	if err != nil {
 		return "", err
+	}
+	v6, err := s.Iptables(true)
+	if err != nil {
+		return "", err
+	}
+	return IPv4Marker + v4 + IPv6Marker + v6, nil
+}
+
+// Iptables returns one family's steering rules: iptables-restore input
+// for IPv4, or ip6tables-restore input for IPv6 when v6 is set. Loading it
+// any number of times, with --noflush or without, leaves the same rules
+// (see writeLoadHeader for how). The same Steering always gives the same
+// text. A field that would make the rules wrong or let a value escape its
+// rule (an invalid interface, a queue range past 65535, a DNAT or
+// protected port that is not TCP or UDP, an accept mark outside its mask,
+// a line break in the policy's name) is refused with an error and no
+// rules.
+func (s Steering) Iptables(v6 bool) (string, error) {
+	s, err := s.prepared()
+	if err != nil {
+		return "", err
+	}
+	return s.family(v6), nil
+}
+
+// prepared returns a checked copy of s whose protected ports are sorted
+// and unique, leaving the caller's slice alone.
+func (s Steering) prepared() (Steering, error) {
+	if err := s.check(); err != nil {
+		return Steering{}, err
 	}
 	if fo := s.FailOpen; fo != nil {
 		c := *fo
@@ -114,16 +147,7 @@ func (s Steering) Rules() (string, error) {
 		c.Protected = slices.Compact(c.Protected)
 		s.FailOpen = &c
 	}
-	var b strings.Builder
-	for _, v6 := range []bool{false, true} {
-		tool := "iptables"
-		if v6 {
-			tool = "ip6tables"
-		}
-		fmt.Fprintf(&b, "# ---- %s-restore --noflush ----\n", tool)
-		b.WriteString(s.family(v6))
-	}
-	return b.String(), nil
+	return s, nil
 }
 
 func (s Steering) check() error {
@@ -229,8 +253,22 @@ func (s Steering) family(v6 bool) string {
 		queue = "--queue-balance " + QueueRange(s.Queue, s.Queues)
 	}
 	fo := s.FailOpen
+	var mine []DNAT
+	for _, d := range s.DNATs {
+		if d.To.Addr().Unmap().Is4() != v6 {
+			mine = append(mine, d)
+		}
+	}
+	owned := "mangle PREROUTING"
+	if fo != nil {
+		owned = "mangle PREROUTING, INPUT and FORWARD"
+	}
+	if len(mine) > 0 {
+		owned += "; nat PREROUTING"
+	}
 	var b strings.Builder
 	b.WriteString("# knockgate steering rules: static, loaded once, never changed at run time.\n")
+	writeLoadHeader(&b, v6, owned)
 	var mark string
 	if fo != nil {
 		queue += " --queue-bypass"
@@ -241,12 +279,17 @@ func (s Steering) family(v6 bool) string {
 	if fo != nil {
 		fmt.Fprintf(&b, ":%s - [0:0]\n", protectChain)
 	}
+	b.WriteString("-F PREROUTING\n")
+	if fo != nil {
+		b.WriteString("-F INPUT\n-F FORWARD\n")
+	}
 	fmt.Fprintf(&b, "-A PREROUTING %s -m addrtype --dst-type LOCAL -m conntrack --ctstate NEW -j KNOCKGATE\n", in)
 	fmt.Fprintf(&b, "-A KNOCKGATE -p tcp -j NFQUEUE %s\n", queue)
 	fmt.Fprintf(&b, "-A KNOCKGATE -p udp -j NFQUEUE %s\n", queue)
 	if fo != nil && len(fo.Protected) > 0 {
-		// Inserted, not appended, so that no ACCEPT already in mangle
-		// INPUT or FORWARD can skip them. In FORWARD only DNATed
+		// Inserted, not appended, so that no ACCEPT in mangle INPUT or
+		// FORWARD can skip them where these rules are merged into a
+		// whole-table file after other rules. In FORWARD only DNATed
 		// connections are the gate's: a LAN host's own connection out to
 		// some server's port 22 was never queued and carries no mark.
 		fmt.Fprintf(&b, "-I INPUT %s -m conntrack --ctstate NEW -m mark ! --mark %s -j %s\n", in, mark, protectChain)
@@ -256,12 +299,6 @@ func (s Steering) family(v6 bool) string {
 		}
 	}
 	b.WriteString("COMMIT\n")
-	var mine []DNAT
-	for _, d := range s.DNATs {
-		if d.To.Addr().Unmap().Is4() != v6 {
-			mine = append(mine, d)
-		}
-	}
 	if len(mine) == 0 {
 		b.WriteString("# A door may open a gateway port that a static DNAT forwards to a LAN host;\n")
 		b.WriteString("# the gate sees the port before DNAT. Print one with --dnat, for example:\n")
@@ -272,7 +309,7 @@ func (s Steering) family(v6 bool) string {
 		}
 		return b.String()
 	}
-	b.WriteString("*nat\n")
+	b.WriteString("*nat\n-F PREROUTING\n")
 	for _, d := range mine {
 		fmt.Fprintf(&b, "-A PREROUTING %s -m addrtype --dst-type LOCAL -p %s --dport %d -j DNAT --to-destination %s\n", in, d.Port.Proto, d.Port.Num, d.To)
 	}
@@ -280,17 +317,49 @@ func (s Steering) family(v6 bool) string {
 	return b.String()
 }
 
-// writeFailOpenHeader explains the fail-open rules in comments: what the
-// operator must know to keep them right.
-func writeFailOpenHeader(b *strings.Builder, fo *FailOpen, mark string) {
+// writeLoadHeader says how to load one family's rules and which base
+// chains they take over. iptables-restore input can add a rule but not
+// add it only if it is missing: -D of an absent rule fails the whole
+// load, and every -A, -I, -D or -R changes a chain's rule count by the
+// same amount whether or not an earlier load is there, so a base chain
+// holding rules of ours and of others cannot end with exactly one jump of
+// ours after both a first and a second load. Only flushing the base chain
+// can; so the rules flush the base chains they jump from, and their own
+// chains, declared with :NAME, are emptied by iptables-restore itself.
+func writeLoadHeader(b *strings.Builder, v6 bool, owned string) {
+	family, tool, otherFlag, otherFamily, otherTool := "IPv4", "iptables-restore", "6", "IPv6", "ip6tables-restore"
+	if v6 {
+		family, tool, otherFlag, otherFamily, otherTool = "IPv6", "ip6tables-restore", "4", "IPv4", "iptables-restore"
+	}
+	fmt.Fprintf(b, `# %s: load with `+"`%s --noflush`"+` (knockgate rules -%s prints
+# the %s rules, for %s). Loading again replaces them,
+# never adds: iptables-restore cannot add a rule only if it is missing, so
+# the rules empty their own chains and the base chains they jump from,
+#   %s
+# which then hold knockgate's rules only: any other rule there is removed
+# on every load. Keep your own rules out of those chains, or merge these
+# lines, without the -F lines, into a whole-table file (iptables-
+# persistent's). Without --noflush, %s replaces the tables
+# below whole, with every rule of yours in them.
+`, family, tool, otherFlag, otherFamily, otherTool, owned, tool)
+}
+
+// protectedList names the protected ports for a header comment.
+func (fo *FailOpen) protectedList() string {
 	var ports []string
 	for _, p := range fo.Protected {
 		ports = append(ports, p.String())
 	}
-	list := strings.Join(ports, " ")
-	if list == "" {
-		list = "none (the policy's doors open no port)"
+	if len(ports) == 0 {
+		return "none (the policy's doors open no port)"
 	}
+	return strings.Join(ports, " ")
+}
+
+// writeFailOpenHeader explains the fail-open rules in comments: what the
+// operator must know to keep them right.
+func writeFailOpenHeader(b *strings.Builder, fo *FailOpen, mark string) {
+	list := fo.protectedList()
 	fmt.Fprintf(b, `# FAIL-OPEN, for the policy %s
 # (gate { fail_open = true }). The NFQUEUE rules have --queue-bypass:
 # while the daemon is not running, and for packets that find its queue

@@ -2,29 +2,16 @@ package rules
 
 import (
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/knockgate/knockgate/verdict"
 )
 
-const steerFailOpenPolicy = `
-gate {
-  queue       = 5
-  fail_open   = true
-  accept_mark = "0x100/0x300"
-}
-
-door "ssh" {
-  sequence = ["tcp/7000", "udp/8000", "tcp/9000"]
-  open     = ["tcp/23", "tcp/22", "udp/51820"]
-}
-
-door "lan" {
-  sequence = ["udp/6100"]
-  open     = ["tcp/2222", "tcp/22", "tcp/2224", "tcp/2223"]
-}
-`
+// steerFailOpenPolicy is a fail-open policy, also the one
+// cmd/knockgate's rules tests print through the command.
+const steerFailOpenPolicy = "testdata/failopen.hcl"
 
 // steerRules returns s.Rules() split into its IPv4 and IPv6 sections,
 // failing the test on an error or a missing marker.
@@ -34,15 +21,34 @@ func steerRules(t *testing.T, s Steering) (v4, v6 string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v4, ok := strings.CutPrefix(out, "# ---- iptables-restore --noflush ----\n")
+	v4, ok := strings.CutPrefix(out, IPv4Marker)
 	if !ok {
 		t.Fatalf("no IPv4 marker first:\n%s", out)
 	}
-	v4, v6, ok = strings.Cut(v4, "# ---- ip6tables-restore --noflush ----\n")
+	v4, v6, ok = strings.Cut(v4, IPv6Marker)
 	if !ok {
 		t.Fatalf("no IPv6 section:\n%s", out)
 	}
+	for _, f := range []struct {
+		v6   bool
+		want string
+	}{{false, v4}, {true, v6}} {
+		if got, err := s.Iptables(f.v6); err != nil || got != f.want {
+			t.Errorf("Iptables(%v) = %q, %v; want the section of Rules:\n%s", f.v6, got, err, f.want)
+		}
+	}
 	return v4, v6
+}
+
+// failOpenFixture parses steerFailOpenPolicy under the name its header
+// comment shows.
+func failOpenFixture(t *testing.T) *Policy {
+	t.Helper()
+	src, err := os.ReadFile(steerFailOpenPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mustParse(t, string(src), "/etc/knockgate/policy.hcl")
 }
 
 func mustParse(t *testing.T, src, name string) *Policy {
@@ -59,7 +65,7 @@ func mustParse(t *testing.T, src, name string) *Policy {
 // lack the accept mark, for both families; the mark and the file named in
 // the header come from the policy, the ports are folded into runs.
 func TestSteeringFailOpen(t *testing.T) {
-	pol := mustParse(t, steerFailOpenPolicy, "/etc/knockgate/policy.hcl")
+	pol := failOpenFixture(t)
 	fo := NewFailOpen(pol)
 	if fo == nil {
 		t.Fatal("NewFailOpen gave nil for a fail-open policy")
@@ -74,6 +80,9 @@ func TestSteeringFailOpen(t *testing.T) {
 	wantMangle := `*mangle
 :KNOCKGATE - [0:0]
 :KNOCKGATE-PROTECTED - [0:0]
+-F PREROUTING
+-F INPUT
+-F FORWARD
 -A PREROUTING -i wan0 -m addrtype --dst-type LOCAL -m conntrack --ctstate NEW -j KNOCKGATE
 -A KNOCKGATE -p tcp -j NFQUEUE --queue-num 5 --queue-bypass
 -A KNOCKGATE -p udp -j NFQUEUE --queue-num 5 --queue-bypass
@@ -95,14 +104,15 @@ COMMIT
 			"These rules depend on the policy's protected ports",
 			"knockgate rules --config /etc/knockgate/policy.hcl\n",
 			"never change per knock, grant or daemon reload",
+			"#   mangle PREROUTING, INPUT and FORWARD; nat PREROUTING\n",
 		} {
 			if !strings.Contains(sec, want) {
 				t.Errorf("%s header lacks %q:\n%s", name, want, sec)
 			}
 		}
 	}
-	wantNAT4 := "*nat\n-A PREROUTING -i wan0 -m addrtype --dst-type LOCAL -p tcp --dport 2222 -j DNAT --to-destination 192.0.2.10:22\nCOMMIT\n"
-	wantNAT6 := "*nat\n-A PREROUTING -i wan0 -m addrtype --dst-type LOCAL -p tcp --dport 2222 -j DNAT --to-destination [2001:db8:2::10]:22\nCOMMIT\n"
+	wantNAT4 := "*nat\n-F PREROUTING\n-A PREROUTING -i wan0 -m addrtype --dst-type LOCAL -p tcp --dport 2222 -j DNAT --to-destination 192.0.2.10:22\nCOMMIT\n"
+	wantNAT6 := "*nat\n-F PREROUTING\n-A PREROUTING -i wan0 -m addrtype --dst-type LOCAL -p tcp --dport 2222 -j DNAT --to-destination [2001:db8:2::10]:22\nCOMMIT\n"
 	if !strings.HasSuffix(v4, wantNAT4) || !strings.HasSuffix(v6, wantNAT6) {
 		t.Errorf("each family should end with its own DNAT only:\n%s\n%s", v4, v6)
 	}
@@ -117,8 +127,19 @@ func TestSteeringFailClosed(t *testing.T) {
 	}
 	v4, v6 := steerRules(t, Steering{Queue: pol.Queue, Queues: pol.Queues})
 	want4 := `# knockgate steering rules: static, loaded once, never changed at run time.
+# IPv4: load with ` + "`iptables-restore --noflush`" + ` (knockgate rules -6 prints
+# the IPv6 rules, for ip6tables-restore). Loading again replaces them,
+# never adds: iptables-restore cannot add a rule only if it is missing, so
+# the rules empty their own chains and the base chains they jump from,
+#   mangle PREROUTING
+# which then hold knockgate's rules only: any other rule there is removed
+# on every load. Keep your own rules out of those chains, or merge these
+# lines, without the -F lines, into a whole-table file (iptables-
+# persistent's). Without --noflush, iptables-restore replaces the tables
+# below whole, with every rule of yours in them.
 *mangle
 :KNOCKGATE - [0:0]
+-F PREROUTING
 -A PREROUTING ! -i lo -m addrtype --dst-type LOCAL -m conntrack --ctstate NEW -j KNOCKGATE
 -A KNOCKGATE -p tcp -j NFQUEUE --queue-num 4
 -A KNOCKGATE -p udp -j NFQUEUE --queue-num 4
@@ -130,7 +151,11 @@ COMMIT
 	if v4 != want4 {
 		t.Errorf("IPv4 rules\n%s\nwant\n%s", v4, want4)
 	}
-	if want6 := strings.Replace(want4, "192.0.2.10:22", "[2001:db8:2::10]:22", 1); v6 != want6 {
+	want6 := strings.NewReplacer("192.0.2.10:22", "[2001:db8:2::10]:22",
+		"IPv4: load with `iptables-restore", "IPv6: load with `ip6tables-restore",
+		"rules -6 prints\n# the IPv6 rules, for ip6tables-restore", "rules -4 prints\n# the IPv4 rules, for iptables-restore",
+		"--noflush, iptables-restore replaces", "--noflush, ip6tables-restore replaces").Replace(want4)
+	if v6 != want6 {
 		t.Errorf("IPv6 rules\n%s\nwant\n%s", v6, want6)
 	}
 }
@@ -206,8 +231,10 @@ func TestSteeringRefuses(t *testing.T) {
 		"protected port 0":  {Queues: 1, FailOpen: fo(func(o *FailOpen) { o.Protected = []verdict.Port{tcp(0)} })},
 	} {
 		out, err := s.Rules()
-		if err == nil || out != "" {
-			t.Errorf("%s: got %q, %v; want an error and no rules", name, out, err)
+		nft, nftErr := s.Nftables()
+		v6, v6Err := s.Iptables(true)
+		if err == nil || out != "" || nftErr == nil || nft != "" || v6Err == nil || v6 != "" {
+			t.Errorf("%s: got %q, %v; %q, %v; %q, %v; want errors and no rules", name, out, err, nft, nftErr, v6, v6Err)
 		} else if msg := err.Error(); msg != strings.ToLower(msg[:1])+msg[1:] {
 			t.Errorf("%s: error %q is not lowercase", name, msg)
 		}

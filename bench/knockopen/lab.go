@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -63,8 +62,8 @@ type lab struct {
 	prefix string // namespace name prefix: kgk<pid>
 	dir    string // temp dir: policy, configs, logs, control socket
 
+	nets      netns.Lab
 	mu        sync.Mutex
-	nss       []string // namespaces created, deleted at cleanup
 	procs     []*exec.Cmd
 	listeners []net.Listener
 	once      sync.Once
@@ -78,17 +77,7 @@ func (l *lab) ns(name string) string { return l.prefix + "-" + name }
 
 // run runs a command with a bounded time and returns its combined output.
 func run(stdin string, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
+	return netns.Run(20*time.Second, stdin, name, args...)
 }
 
 func newLab() (*lab, error) {
@@ -138,19 +127,13 @@ func removeStale() {
 
 func (l *lab) addNS(name string) error {
 	ns := l.ns(name)
-	if _, err := run("", "ip", "netns", "add", ns); err != nil {
+	if err := l.nets.Add(ns); err != nil {
 		return err
 	}
-	l.mu.Lock()
-	l.nss = append(l.nss, ns)
-	l.mu.Unlock()
 	// IPv4 only: no router solicitations, MLD or DAD on the links to
 	// wake the gateways during a trial.
-	if _, err := run("", "ip", "netns", "exec", ns, "sysctl", "-qw",
-		"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
-		return err
-	}
-	_, err := run("", "ip", "-n", ns, "link", "set", "lo", "up")
+	_, err := run("", "ip", "netns", "exec", ns, "sysctl", "-qw",
+		"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
 	return err
 }
 
@@ -168,13 +151,14 @@ func (l *lab) build() error {
 			return err
 		}
 		gw := l.ns(k.name)
-		if _, err := run("", "ip", "link", "add", "wan", "netns", gw, "address", k.gwMAC, "type", "veth",
-			"peer", "name", k.name, "netns", cl, "address", k.clMAC); err != nil {
+		if err := netns.Veth(
+			netns.End{NS: gw, Dev: "wan", MAC: k.gwMAC, Addrs: []netip.Prefix{netip.PrefixFrom(k.gw(), 24)}},
+			netns.End{NS: cl, Dev: k.name, MAC: k.clMAC},
+		); err != nil {
 			return err
 		}
 		var gb, cb strings.Builder
-		fmt.Fprintf(&gb, "addr add %s1/24 dev wan\nlink set wan up\n", k.prefix)
-		fmt.Fprintf(&cb, "link set %s up\nneigh replace %s1 lladdr %s dev %s nud permanent\n", k.name, k.prefix, k.gwMAC, k.name)
+		fmt.Fprintf(&cb, "neigh replace %s1 lladdr %s dev %s nud permanent\n", k.prefix, k.gwMAC, k.name)
 		for n := firstHost; n <= closedHost; n++ {
 			// /32: one connected route per link, added below, rather
 			// than one per address.
@@ -189,27 +173,14 @@ func (l *lab) build() error {
 			return err
 		}
 		// The protected port's listener, in the gateway.
-		var ln net.Listener
-		err := netns.Do(gw, func() error {
-			var err error
-			ln, err = net.Listen("tcp4", "0.0.0.0:22")
-			return err
-		})
+		ln, err := netns.Listen(gw, "tcp4", "0.0.0.0:22")
 		if err != nil {
-			return fmt.Errorf("listen in %s: %w", gw, err)
+			return err
 		}
 		l.mu.Lock()
 		l.listeners = append(l.listeners, ln)
 		l.mu.Unlock()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
+		netns.Serve(ln, nil)
 	}
 	return nil
 }
@@ -306,10 +277,8 @@ func (l *lab) cleanup() {
 				<-done
 			}
 		}
-		for _, ns := range l.nss {
-			if err := netns.Remove(ns); err != nil {
-				logf("cleanup: %v", err)
-			}
+		if err := l.nets.Close(); err != nil {
+			logf("cleanup: %v", err)
 		}
 		if l.dir != "" {
 			os.RemoveAll(l.dir)

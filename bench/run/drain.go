@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/knockgate/knockgate/internal/nfqstat"
 )
 
 // Drain mode (section 5): the consumers' capacity on 1 and 2 queues with
@@ -113,7 +114,7 @@ func (b *bench) drain(ctx context.Context, c consumer, fillPerQueue int, pollEve
 	}
 	// The sender's softirq queues each packet before its sendmmsg
 	// returns; wait for the counts to hold still all the same.
-	var m1 map[uint32]qstat
+	var m1 map[uint16]nfqstat.Queue
 	var last uint64
 	for i, stable := 0, 0; i < 200 && stable < 4; i++ {
 		time.Sleep(5 * time.Millisecond)
@@ -131,11 +132,11 @@ func (b *bench) drain(ctx context.Context, c consumer, fillPerQueue int, pollEve
 	res := drainResult{Sent: gen.Sent, Filled: make([]uint64, c.Queues)}
 	var ids uint64
 	for q := 0; q < c.Queues; q++ {
-		a, z := m0[uint32(q)], m1[uint32(q)]
+		a, z := m0[uint16(q)], m1[uint16(q)]
 		res.Filled[q] = z.Total
-		res.QDropped += z.QDropped - a.QDropped
+		res.QDropped += z.Dropped - a.Dropped
 		res.UDropped += z.UserDropped - a.UserDropped
-		ids += z.IDSeq - a.IDSeq
+		ids += z.IDSequence - a.IDSequence
 		if z.Total == 0 {
 			return res, fmt.Errorf("queue %d is empty after the fill (%d sent)", q, gen.Sent)
 		}
@@ -318,8 +319,8 @@ func pollDrain(gwPID, queues, pid int, pollEvery time.Duration, cpu int, limit t
 // The poller reads every pollEvery (-drain-poll) until the queues look
 // less than fineAhead from empty, then every pollFine: the end is timed
 // to about pollFine while most of the drain costs one wake-up a
-// pollEvery. A wake-up costs the poller some 25-30 µs of CPU on this
-// kind of VM (measured: pread of the table alone is under 1 µs).
+// pollEvery: a wake-up costs the poller far more CPU than the read of the
+// table (BENCHMARKS.md, "The poller's cost").
 const (
 	pollFine  = 100 * time.Microsecond
 	fineAhead = 3 * time.Millisecond
@@ -348,7 +349,7 @@ func pollLoop(fd, queues, pid int, pollEvery time.Duration, limit time.Duration)
 		if err != nil {
 			return pollResult{}, fmt.Errorf("pread nfnetlink_queue: %w", err)
 		}
-		if !queueTotals(buf[:n], totals) {
+		if !nfqstat.Totals(buf[:n], totals) {
 			return pollResult{}, errors.New("a queue left the gateway's nfnetlink_queue table during the drain")
 		}
 		var sum uint64
@@ -400,46 +401,6 @@ func pollLoop(fd, queues, pid int, pollEvery time.Duration, limit time.Duration)
 	cpuUs := float64(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano()) / 1e3
 	r.cpu = cpuUs / float64(polls)
 	return r, nil
-}
-
-// queueTotals parses the queue_total column (the third) of the lines of
-// /proc/net/netfilter/nfnetlink_queue for queues 0..len(totals)-1 into
-// totals, without allocating. It reports whether every queue was there.
-func queueTotals(b []byte, totals []uint64) bool {
-	var seen uint64
-	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
-		var f [3]uint64
-		k := 0
-		for j := 0; j < len(line) && k < 3; {
-			for j < len(line) && line[j] == ' ' {
-				j++
-			}
-			if j == len(line) {
-				break
-			}
-			var v uint64
-			for j < len(line) && line[j] >= '0' && line[j] <= '9' {
-				v = v*10 + uint64(line[j]-'0')
-				j++
-			}
-			f[k] = v
-			k++
-			for j < len(line) && line[j] != ' ' {
-				j++
-			}
-		}
-		if k == 3 && f[0] < uint64(len(totals)) {
-			totals[f[0]] = f[2]
-			seen |= 1 << f[0]
-		}
-	}
-	return seen == 1<<len(totals)-1
 }
 
 // startPerf, with -drain-perf DIR, starts a system-wide perf record (call

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knockgate/knockgate/internal/netns"
+	"github.com/knockgate/knockgate/internal/nfqstat"
 )
 
 // The lab: two namespaces joined by one veth pair, nothing in the host's
@@ -72,6 +74,7 @@ type sysctl struct {
 
 type lab struct {
 	savePath string // the sysctls to restore, should we die unannounced
+	nets     netns.Lab
 
 	mu       sync.Mutex
 	procs    []*exec.Cmd
@@ -96,26 +99,15 @@ func procCmd(ctx context.Context, ns, cpus string, name string, args ...string) 
 	return cmd
 }
 
+// run runs a lab command, bounded by a minute, for its output.
 func run(name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
+	return netns.Run(time.Minute, "", name, args...)
 }
 
+// runIn runs a lab command with stdin as its standard input.
 func runIn(stdin string, name string, args ...string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
+	_, err := netns.Run(time.Minute, stdin, name, args...)
+	return err
 }
 
 // runLock keeps a second run from starting while one runs: the lab's
@@ -193,33 +185,34 @@ func newLab(savePath, self string) (*lab, error) {
 }
 
 func (l *lab) setup() error {
-	steps := [][]string{
-		{"ip", "netns", "add", nsClient},
-		{"ip", "netns", "add", nsGW},
-		{"ip", "-n", nsClient, "link", "set", "lo", "up"},
-		{"ip", "-n", nsGW, "link", "set", "lo", "up"},
+	for _, ns := range []string{nsClient, nsGW} {
+		if err := l.nets.Add(ns); err != nil {
+			return err
+		}
 		// Without DAD the veth's IPv6 link-local address is usable at
 		// once; with it, IPv6 stays mute for a second or two after link
 		// up, and a trial that starts with IPv6 (the knock flood, when
 		// the sections before it are skipped) loses every packet.
-		{"ip", "netns", "exec", nsClient, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"},
-		{"ip", "netns", "exec", nsGW, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"},
-		// Created inside the namespaces: the host's interfaces are never touched.
-		{"ip", "link", "add", "kgb0", "netns", nsGW, "type", "veth", "peer", "name", "eth0", "netns", nsClient},
-		{"ip", "-n", nsGW, "addr", "add", gwAddr4 + "/24", "dev", "kgb0"},
-		{"ip", "-n", nsGW, "addr", "add", gwAddr6 + "/64", "dev", "kgb0", "nodad"},
-		{"ip", "-n", nsClient, "addr", "add", cAddr4 + "/24", "dev", "eth0"},
-		{"ip", "-n", nsClient, "addr", "add", cAddr6 + "/64", "dev", "eth0", "nodad"},
-		{"ip", "-n", nsGW, "link", "set", "kgb0", "up"},
-		{"ip", "-n", nsClient, "link", "set", "eth0", "up"},
+		if _, err := run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"); err != nil {
+			return err
+		}
+	}
+	// Created inside the namespaces: the host's interfaces are never touched.
+	p := netip.MustParsePrefix
+	if err := netns.Veth(
+		netns.End{NS: nsGW, Dev: "kgb0", Addrs: []netip.Prefix{p(gwAddr4 + "/24"), p(gwAddr6 + "/64")}},
+		netns.End{NS: nsClient, Dev: "eth0", Addrs: []netip.Prefix{p(cAddr4 + "/24"), p(cAddr6 + "/64")}},
+	); err != nil {
+		return err
+	}
+	for _, s := range [][]string{
 		{"ip", "-n", nsGW, "route", "add", spoof4, "via", cAddr4},
 		{"ip", "-n", nsGW, "route", "add", spoofWide4, "via", cAddr4},
 		{"ip", "-n", nsGW, "-6", "route", "add", spoof6, "via", cAddr6},
 		{"ip", "netns", "exec", nsGW, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.kgb0.rp_filter=0", "net.ipv4.tcp_syncookies=1"},
 		// The client is no router: replies to the spoofed sources die there.
 		{"ip", "netns", "exec", nsClient, "sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"},
-	}
-	for _, s := range steps {
+	} {
 		if _, err := run(s[0], s[1:]...); err != nil {
 			return err
 		}
@@ -328,7 +321,9 @@ func (l *lab) teardown() {
 			c.Process.Kill()
 		}
 	}
-	removeNamespaces()
+	if err := l.nets.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "cleanup:", err)
+	}
 	for i := len(restored) - 1; i >= 0; i-- {
 		if err := os.WriteFile(restored[i].Path, []byte(restored[i].Old), 0o644); err != nil {
 			fmt.Fprintf(os.Stderr, "failed to restore %s=%s: %v\n", restored[i].Path, restored[i].Old, err)
@@ -339,37 +334,17 @@ func (l *lab) teardown() {
 	}
 }
 
-// qstat is one line of /proc/net/netfilter/nfnetlink_queue.
-type qstat struct {
-	Queue, PortID         uint32
-	Total, CopyRange      uint64
-	QDropped, UserDropped uint64
-	IDSeq                 uint64
-	Present               bool
-}
-
 // readQueues reads the gateway's queue table through a process inside it.
-func readQueues(pid int) (map[uint32]qstat, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/net/netfilter/nfnetlink_queue", pid))
+func readQueues(pid int) (map[uint16]nfqstat.Queue, error) {
+	qs, err := nfqstat.Read(fmt.Sprintf("/proc/%d/net/netfilter/nfnetlink_queue", pid))
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	m := map[uint32]qstat{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 8 {
-			continue
-		}
-		var v [8]uint64
-		for i := range v {
-			v[i], _ = strconv.ParseUint(fs[i], 10, 64)
-		}
-		m[uint32(v[0])] = qstat{Queue: uint32(v[0]), PortID: uint32(v[1]), Total: v[2], CopyRange: v[4],
-			QDropped: v[5], UserDropped: v[6], IDSeq: v[7], Present: true}
+	m := make(map[uint16]nfqstat.Queue, len(qs))
+	for _, q := range qs {
+		m[q.Number] = q
 	}
-	return m, sc.Err()
+	return m, nil
 }
 
 // acceptedSYNs is the packet count of the filter INPUT counter rule: SYNs

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/knockgate/knockgate/internal/netns"
+	"github.com/knockgate/knockgate/internal/nfqstat"
 )
 
 // consumer is one program that serves the queue(s).
@@ -194,7 +195,7 @@ func (b *bench) start(ctx context.Context, c consumer, cpus string) (*running, e
 		m, _ := readQueues(b.lab.gwPID())
 		bound := 0
 		for q := 0; q < c.Queues; q++ {
-			if s := m[uint32(q)]; s.Present && s.PortID != 0 && s.CopyRange > 0 {
+			if s, ok := m[uint16(q)]; ok && s.PortID != 0 && s.CopyRange > 0 {
 				bound++
 			}
 		}
@@ -237,7 +238,7 @@ func (b *bench) stop(r *running) {
 		m, _ := readQueues(b.lab.gwPID())
 		gone := true
 		for q := 0; q < r.c.Queues; q++ {
-			if m[uint32(q)].Present {
+			if _, ok := m[uint16(q)]; ok {
 				gone = false
 			}
 		}
@@ -331,11 +332,11 @@ func cpuNs(pid int) uint64 {
 }
 
 // delivered sums id_sequence - user_dropped over queues 0..n-1.
-func delivered(m map[uint32]qstat, n int) (v, qd, ud, total uint64) {
+func delivered(m map[uint16]nfqstat.Queue, n int) (v, qd, ud, total uint64) {
 	for q := 0; q < n; q++ {
-		s := m[uint32(q)]
-		v += s.IDSeq - s.UserDropped
-		qd += s.QDropped
+		s := m[uint16(q)]
+		v += s.IDSequence - s.UserDropped
+		qd += s.Dropped
 		ud += s.UserDropped
 		total += s.Total
 	}

@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/hashicorp/hcl/v2/hclwrite"
 
+	"github.com/knockgate/knockgate/internal/atomicfile"
 	"github.com/knockgate/knockgate/rules"
 )
 
@@ -247,12 +247,12 @@ func formatHCL(src []byte, filename string, stderr io.Writer) ([]byte, error) {
 	return hclwrite.Format(src), nil
 }
 
-// writeAtomic replaces path with data through a temporary file in the same
-// directory and a rename, so a reader (the daemon reloading its policy)
-// sees the old file or the new one, never a mix. The mode, and when
-// permitted the owner, of the original are kept. A symlink is resolved
-// first so that the file it points to is replaced, not the link.
-func writeAtomic(path string, data []byte) (err error) {
+// writeAtomic replaces path with data through atomicfile, so a reader
+// (the daemon reloading its policy) sees the old file or the new one,
+// never a mix. The mode, and when permitted the owner, of the original
+// are kept. A symlink is resolved first so that the file it points to is
+// replaced, not the link.
+func writeAtomic(path string, data []byte) error {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return err
@@ -264,36 +264,7 @@ func writeAtomic(path string, data []byte) (err error) {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("failed to write %s: not a regular file", path)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(real), "."+filepath.Base(real)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("failed to write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-			err = fmt.Errorf("failed to write %s: %w", path, err)
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return err
-	}
-	// CreateTemp makes the file 0600; give it the original's mode.
-	if err = tmp.Chmod(fi.Mode().Perm()); err != nil {
-		return err
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && (int(st.Uid) != os.Geteuid() || int(st.Gid) != os.Getegid()) {
-		// Only root may give a file away; anyone else ends up owning the
-		// rewritten file, as with any editor that saves by rename.
-		_ = tmp.Chown(int(st.Uid), int(st.Gid))
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), real)
+	return atomicfile.Replace(real, data, fi)
 }
 
 // unifiedDiff returns a unified diff (3 lines of context) that turns a into

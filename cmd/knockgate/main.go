@@ -35,7 +35,7 @@ func commands() []command {
 		{"sequence", "print a door's knock sequence (the current one for TOTP doors)", cmdSequence},
 		{"spa", "send a door's Single Packet Authorization packet to a host", cmdSPA},
 		{"keygen", "print a fresh SPA key pair in fwknop's format, or a TOTP secret", cmdKeygen},
-		{"rules", "print the static iptables and ip6tables steering rules", cmdRules},
+		{"rules", "print the static steering rules (iptables, ip6tables or nftables)", cmdRules},
 		{"status", "show the running daemon's grants and tracked sources", cmdStatus},
 		{"revoke", "end a source's grant for a door at once", cmdRevoke},
 		{"reload", "make the running daemon re-read its policy, keeping grants", cmdReload},

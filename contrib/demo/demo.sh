@@ -80,7 +80,14 @@ cleanup() {
 	set +e
 	trap - ERR
 	printf '\n%s== cleanup%s\n' "$B" "$N"
-	[ -n "$DAEMON_PID" ] && stop_pid "$DAEMON_PID"
+	if [ -n "$DAEMON_PID" ] && alive "$DAEMON_PID"; then
+		stop_pid "$DAEMON_PID"
+		if log_has 'msg="knockgate stopped"'; then
+			say "the daemon stopped on SIGTERM (it logged \"knockgate stopped\")"
+		else
+			bad "the daemon did not log \"knockgate stopped\" when sent SIGTERM"
+		fi
+	fi
 	local pid ns
 	for pid in "${LISTENER_PIDS[@]}"; do stop_pid "$pid"; done
 	for ns in "$NS_ALICE" "$NS_MALLORY" "$NS_LAN" "$NS_GW"; do drop_netns "$ns"; done
@@ -254,7 +261,11 @@ sed "s/^/   $D│ /; s/\$/$N/" "$POLICY"
 cmd "knockgate validate --config policy.hcl"
 "$BIN" validate --config "$POLICY" | sed 's/^/   /' || die "the demo policy does not validate"
 cmd "ip netns exec gw knockgate run --config policy.hcl 2>knockgate.log &"
-in_ns "$NS_GW" "$BIN" run --config "$POLICY" </dev/null >"$WORK/knockgate.log" 2>&1 &
+# Started with ip netns exec itself, not the in_ns function: a function
+# sent to the background runs in a bash subshell, and $! would be that
+# subshell, which a SIGTERM ends while the daemon it waits for runs on.
+# ip netns exec execs the command, so $! is the daemon.
+ip netns exec "$NS_GW" "$BIN" run --config "$POLICY" </dev/null >"$WORK/knockgate.log" 2>&1 &
 DAEMON_PID=$!
 ready() { log_has 'knockgate ready' || ! alive "$DAEMON_PID"; }
 if ! wait_for 10 "daemon" ready || ! alive "$DAEMON_PID"; then
@@ -266,9 +277,9 @@ ok "knockgate is reading the queue"
 
 # Listeners: an "sshd" on gw tcp/22 and one on the LAN host's tcp/22 that
 # records what it receives.
-in_ns "$NS_GW" nc -lk 22 </dev/null >"$WORK/gw-listener.out" 2>&1 &
+ip netns exec "$NS_GW" nc -lk 22 </dev/null >"$WORK/gw-listener.out" 2>&1 &
 LISTENER_PIDS+=($!)
-in_ns "$NS_LAN" nc -lk 22 </dev/null >"$WORK/lan-listener.out" 2>&1 &
+ip netns exec "$NS_LAN" nc -lk 22 </dev/null >"$WORK/lan-listener.out" 2>&1 &
 LISTENER_PIDS+=($!)
 listening() { in_ns "$1" ss -Hltn 'sport = :22' | grep -q .; }
 wait_for 5 "gw listener" listening "$NS_GW" || die "no listener on gw tcp/22 after 5s"

@@ -1,8 +1,9 @@
-// Package netns runs code inside a named network namespace, one that `ip
-// netns add` created under /run/netns, and removes such a namespace with
-// whatever still runs in it. It serves the kernel tests and the
-// benchmarks, which dial, listen and open queues from inside the
-// namespaces of their labs; the daemon itself never changes namespace.
+// Package netns builds the network-namespace labs of the kernel tests and
+// the benchmarks: namespaces made and removed together (Lab), with
+// whatever still runs in them (Remove), veth pairs between them (Veth),
+// lab commands run with a bounded time (Run), and code, listeners and
+// sockets inside a namespace (Do, Listen). Every lab is its own set of
+// namespaces; the daemon itself never changes namespace.
 package netns
 
 import (

@@ -77,24 +77,7 @@ func TestRemove(t *testing.T) {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	sleeper := exec.Command("ip", "netns", "exec", name, "sleep", "30")
-	if err := sleeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- sleeper.Wait() }()
-	t.Cleanup(func() { sleeper.Process.Kill() })
-	// ip netns exec has become sleep once the namespace lists its pid.
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		out, _ := exec.Command("ip", "netns", "pids", name).Output()
-		if strings.Contains(string(out), strconv.Itoa(sleeper.Process.Pid)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the sleeper never showed in namespace %s", name)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	exited := sleepIn(t, name)
 
 	if err := Remove(name); err != nil {
 		t.Fatal(err)
@@ -109,5 +92,29 @@ func TestRemove(t *testing.T) {
 	}
 	if err := Remove(name); err != nil {
 		t.Errorf("Remove of a namespace that is gone: %v", err)
+	}
+}
+
+// sleepIn starts a process inside namespace name, waits until the
+// namespace lists it, and returns a channel closed when it exits.
+func sleepIn(t *testing.T, name string) <-chan struct{} {
+	t.Helper()
+	sleeper := exec.Command("ip", "netns", "exec", name, "sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { sleeper.Wait(); close(exited) }()
+	t.Cleanup(func() { sleeper.Process.Kill() })
+	// ip netns exec has become sleep once the namespace lists its pid.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		out, _ := exec.Command("ip", "netns", "pids", name).Output()
+		if strings.Contains(string(out), strconv.Itoa(sleeper.Process.Pid)) {
+			return exited
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sleeper never showed in namespace %s", name)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

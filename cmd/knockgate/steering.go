@@ -34,10 +34,16 @@ func (f *dnatFlag) Set(s string) error {
 }
 
 func cmdRules(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("rules", "[--config FILE] [--interface IF] [--queue N] [--queues N] [--dnat tcp/2222=192.0.2.10:22 ...]",
-		"Print the static steering rules: iptables-restore input for IPv4 and\n"+
-			"ip6tables-restore input for IPv6. Load them once, at boot, before the\n"+
-			"daemon starts; knockgate never changes them.\n\n"+
+	fs := newFlags("rules", "[-4 | -6 | --format nft] [--config FILE] [--interface IF] [--queue N] [--queues N] [--dnat tcp/2222=192.0.2.10:22 ...]",
+		"Print the static steering rules: iptables-restore input for IPv4 (-4),\n"+
+			"ip6tables-restore input for IPv6 (-6), or, without either, both, each\n"+
+			"after a marker line naming its command; or, with --format nft, one\n"+
+			"nftables inet table for both. Load them at boot, before the daemon\n"+
+			"starts, e.g. knockgate rules -4 --config POLICY | iptables-restore --noflush;\n"+
+			"knockgate never changes them. Loading them again replaces them: the\n"+
+			"iptables rules empty the base chains they jump from (mangle PREROUTING,\n"+
+			"with fail_open also INPUT and FORWARD, with --dnat nat PREROUTING), so\n"+
+			"keep other rules out of those chains; the nft rules replace their table.\n\n"+
 			"Every NEW TCP and UDP connection addressed to the gateway itself is queued\n"+
 			"in mangle PREROUTING, before DNAT, so the daemon sees the port the client\n"+
 			"dialled. Established traffic never enters the queue. With more than one\n"+
@@ -55,6 +61,9 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 	iface := fs.String("interface", "", "queue only packets arriving on this `interface` (the WAN side); default every interface but lo")
 	queue := fs.Uint("queue", 0, "NFQUEUE `number`; must match the policy's gate { queue }")
 	queues := fs.Uint("queues", 1, "how many queues, numbered from --queue; must match the policy's gate { queues }")
+	v4 := fs.Bool("4", false, "print only the IPv4 rules, for iptables-restore")
+	v6 := fs.Bool("6", false, "print only the IPv6 rules, for ip6tables-restore")
+	format := fs.String("format", "iptables", "output `format`: iptables (iptables-restore input) or nft (an nftables ruleset for nft -f, both families)")
 	var dnats dnatFlag
 	fs.Var(&dnats, "dnat", "also print a static DNAT forwarding `proto/port=address:port` to a LAN host (repeatable)")
 	if err := parseFlags(fs, args); err != nil {
@@ -68,6 +77,17 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch {
+	case *format != "iptables" && *format != "nft":
+		fmt.Fprintf(stderr, "knockgate rules: invalid --format %q: want iptables or nft\n", *format)
+		return errUsage
+	case *v4 && *v6:
+		fmt.Fprintln(stderr, "knockgate rules: -4 and -6 exclude each other: give neither for both families")
+		return errUsage
+	case *format == "nft" && (*v4 || *v6):
+		fmt.Fprintln(stderr, "knockgate rules: --format nft prints one inet table for both families: leave out -4 and -6")
+		return errUsage
 	}
 	if err := validIface(*iface); err != nil {
 		return err
@@ -92,7 +112,16 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 		spec.Queue, spec.Queues = pol.Queue, pol.Queues
 		spec.FailOpen = rules.NewFailOpen(pol)
 	}
-	out, err := spec.Rules()
+	var out string
+	var err error
+	switch {
+	case *format == "nft":
+		out, err = spec.Nftables()
+	case *v4 || *v6:
+		out, err = spec.Iptables(*v6)
+	default:
+		out, err = spec.Rules()
+	}
 	if err != nil {
 		return fmt.Errorf("failed to generate the steering rules: %w", err)
 	}
