@@ -27,7 +27,7 @@ func RestartOnlyChanges(running, next *Policy) []string {
 			out = append(out, s.name)
 		}
 	}
-	return out
+	return append(out, clusterRestartChanges(running.Cluster, next.Cluster)...)
 }
 
 // KeepRestartOnly sets p's restart-only settings to running's, so that p
@@ -36,4 +36,22 @@ func RestartOnlyChanges(running, next *Policy) []string {
 func (p *Policy) KeepRestartOnly(running *Policy) {
 	p.Queue, p.Queues, p.MetricsListen, p.ControlSocket = running.Queue, running.Queues, running.MetricsListen, running.ControlSocket
 	p.FailOpen, p.AcceptMark, p.AcceptMask = running.FailOpen, running.AcceptMark, running.AcceptMask
+	p.KeepClusterRestartOnly(running)
+}
+
+// KeepClusterRestartOnly sets p's cluster settings that a running node
+// cannot change (whether there is a cluster, its node name, listen address
+// and key) to running's, and the port the gate lets peers through to with
+// them; the peers, and so the addresses let through, are p's own. The
+// daemon calls it before the engine takes p, so that the gate never blocks
+// the port the node still listens on.
+func (p *Policy) KeepClusterRestartOnly(running *Policy) {
+	switch {
+	case running.Cluster == nil || p.Cluster == nil:
+		p.Cluster, p.ClusterPort, p.ClusterPeers = running.Cluster, running.ClusterPort, running.ClusterPeers
+	default:
+		cl := *p.Cluster
+		cl.Node, cl.Listen, cl.Key, cl.SecretFile = running.Cluster.Node, running.Cluster.Listen, running.Cluster.Key, running.Cluster.SecretFile
+		p.Cluster, p.ClusterPort = &cl, running.ClusterPort
+	}
 }
