@@ -59,7 +59,9 @@ func TestKeepRestartOnly(t *testing.T) {
 // sorted into one of the two here.
 func TestRestartOnlyCoversSettings(t *testing.T) {
 	reloadable := []string{"Policy", "File", "StateFile"}
-	restartOnly := []string{"Queue", "Queues", "MetricsListen", "ControlSocket", "FailOpen", "AcceptMark", "AcceptMask"}
+	// Cluster is partly both: its peers reload, the rest does not
+	// (KeepClusterRestartOnly, TestClusterRestartOnly).
+	restartOnly := []string{"Queue", "Queues", "MetricsListen", "ControlSocket", "FailOpen", "AcceptMark", "AcceptMask", "Cluster"}
 	for _, f := range reflect.VisibleFields(reflect.TypeFor[Policy]()) {
 		if len(f.Index) > 1 {
 			continue // verdict.Policy's own fields: the doors and limits, which a reload applies
