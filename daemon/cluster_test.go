@@ -124,6 +124,20 @@ func TestCluster(t *testing.T) {
 	if slices.ContainsFunc(b.d.Status().Doors, func(d DoorStatus) bool { return len(d.Grants) > 0 }) {
 		t.Fatalf("b holds grants: %+v", b.d.Status().Doors)
 	}
+
+	// Ten wrong knocks on a ban the source there (the default penalty
+	// box), and on b.
+	const bad = "203.0.113.9"
+	for range 10 {
+		a.qs[0].feed(t, knock(bad, 7001))
+	}
+	if d := a.qs[0].feed(t, knock(bad, 7000)); d.Reason != verdict.ReasonPenalized {
+		t.Fatalf("not banned on a: %+v", d)
+	}
+	eventually(t, "a's ban reaches b", func() bool {
+		return b.qs[0].feed(t, knock(bad, 7000)).Reason == verdict.ReasonPenalized
+	})
+
 	if !slices.ContainsFunc(clusterStats(b.d.fleet.Load().node).Updates, func(u metrics.ClusterUpdates) bool {
 		return u.Kind == "grant" && u.Direction == "in" && u.N > 0
 	}) {
