@@ -44,6 +44,9 @@ type report struct {
 
 	knockopen    string
 	knockopenErr error
+
+	cluster    []microResult // cluster.go
+	clusterErr error
 }
 
 // named is the row of rows called name, or nil.
@@ -343,6 +346,7 @@ func (r *report) targets() []target {
 	default:
 		ts = append(ts, target{what2q, "not measured" + live, "n/a"})
 	}
+	ts = append(ts, r.clusterTargets()...)
 	ko := "see section 4"
 	if r.knockopenErr != nil {
 		ko = "section 4 failed"
@@ -632,6 +636,7 @@ func (r *report) markdown() string {
 			}
 		}
 	}
+	r.clusterSection(&sb)
 	return sb.String()
 }
 
