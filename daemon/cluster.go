@@ -9,6 +9,7 @@ import (
 
 	"github.com/knockgate/knockgate/cluster"
 	"github.com/knockgate/knockgate/metrics"
+	"github.com/knockgate/knockgate/rules"
 	"github.com/knockgate/knockgate/verdict"
 )
 
@@ -277,6 +278,17 @@ func (d *Daemon) clusterSweep(now time.Time) {
 	if f := d.fleet.Load(); f != nil {
 		f.node.Expire(now)
 	}
+}
+
+// keepCluster keeps, in a policy a reload brings in, what the running node
+// cannot change, and warns of what the file changed: the engine must go
+// on letting peers through to the port the node listens on. It runs
+// before the engine takes the policy.
+func (d *Daemon) keepCluster(next, running *rules.Policy) {
+	for _, what := range rules.ClusterRestartChanges(running.Cluster, next.Cluster) {
+		d.log.Warn("a changed setting takes effect at the next restart", "setting", what)
+	}
+	next.KeepClusterRestartOnly(running)
 }
 
 // clusterReloaded tells peers the new policy's hash. The node's limits

@@ -144,3 +144,51 @@ func TestCluster(t *testing.T) {
 		t.Fatal("b counted no grant in")
 	}
 }
+
+// A reload keeps the node running on its address, warns that a new
+// listen address waits for a restart, and lets the new peers through to
+// the port the node still listens on.
+func TestClusterReload(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "cluster.key")
+	if err := os.WriteFile(key, cluster.FormatKey(cluster.NewKey()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l := startMember(t, "gwa", key, sshDoor)
+	f := l.d.fleet.Load()
+	peer := "192.0.2.5"
+	if d := l.qs[0].feed(t, knock(peer, 7946)); d.Verdict != verdict.Drop {
+		t.Fatalf("a stranger to the cluster port: %+v", d)
+	}
+	if err := os.WriteFile(l.policy, []byte(settings(l.dir, "  unprotected = \"drop\"\n")+sshDoor+`
+metrics {
+  listen = ""
+}
+cluster {
+  node        = "gwa"
+  listen      = "127.0.0.1:7947"
+  peers       = ["`+peer+`:7946"]
+  secret_file = "`+key+`"
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.d.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	if l.d.fleet.Load() != f || f.node.Stats().Members != 1 {
+		t.Fatal("the node did not survive the reload")
+	}
+	warned := false
+	for _, m := range l.logLines("a changed setting takes effect at the next restart") {
+		warned = warned || m["setting"] == "cluster listen"
+	}
+	if !warned {
+		t.Fatalf("no warning for the new listen address:\n%s", l.logs.String())
+	}
+	if d := l.qs[0].feed(t, knock(peer, 7946)); d.Verdict != verdict.Accept || d.Reason != verdict.ReasonClusterPeer {
+		t.Fatalf("the new peer to the running port: %+v", d)
+	}
+	if d := l.qs[0].feed(t, knock(peer, 7947)); d.Verdict != verdict.Drop {
+		t.Fatalf("the new peer to the port of the next restart: %+v", d)
+	}
+}

@@ -25,8 +25,7 @@ func (d *Daemon) Reload(by string) (*ReloadOutcome, error) {
 		return fail(err)
 	}
 	running := d.gen.Load().pol
-	// The node keeps its port: the gate must go on letting peers to it.
-	pol.KeepClusterRestartOnly(running)
+	d.keepCluster(pol, running)
 	ended, err := d.eng.Reload(pol.Policy, now)
 	if err != nil {
 		return fail(fmt.Errorf("failed to compile policy %s: %w", d.path, err))
