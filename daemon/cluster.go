@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"net/netip"
 	"os"
@@ -24,6 +25,13 @@ import (
 // far above what a burst of knocks makes in the moment the drain takes.
 // Beyond it events are dropped (and logged), and push/pull repairs them.
 const shareRing = 4096
+
+// clusterPushPull is how often the node exchanges its full state with a
+// random peer, repairing what direct sends missed (a partition, a peer
+// restarted without its state file). memberlist's 30 s is made for
+// thousands of nodes; a gateway fleet is a handful, and its state a few
+// hundred bytes per live grant, so it can afford to heal within seconds.
+const clusterPushPull = 5 * time.Second
 
 // fleet is the running cluster node.
 type fleet struct {
@@ -68,7 +76,7 @@ func (d *Daemon) startCluster(ctx context.Context) (func(), error) {
 		},
 	}, cluster.Memberlist(cluster.MemberlistConfig{
 		Name: cl.Node, Bind: cl.Listen, Peers: peers, Key: cl.Key,
-		PushPull: d.clusterPushPull, Logger: d.log.With("component", "cluster"),
+		PushPull: cmp.Or(d.clusterPushPull, clusterPushPull), Logger: d.log.With("component", "cluster"),
 	}))
 	if err != nil {
 		return nil, err
