@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"strings"
 	"time"
 )
@@ -17,23 +16,7 @@ import (
 const clusterBenchCmd = "go test -run '^$' -bench BenchmarkPropagation -benchtime 10s ./cluster/"
 
 func clusterBench(ctx context.Context) ([]microResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "BenchmarkPropagation", "-benchtime", "10s", "./cluster/").CombinedOutput()
-	var res []microResult
-	for _, line := range strings.Split(string(out), "\n") {
-		if r, ok := parseBenchLine(line); ok {
-			res = append(res, r)
-		}
-	}
-	if err != nil {
-		tail := string(out)
-		if len(tail) > 800 {
-			tail = tail[len(tail)-800:]
-		}
-		return res, fmt.Errorf("%v: %s", err, tail)
-	}
-	return res, nil
+	return goBench(ctx, 3*time.Minute, "-bench", "BenchmarkPropagation", "-benchtime", "10s", "./cluster/")
 }
 
 // extra is the metric of unit a benchmark reported, and whether it did.

@@ -146,9 +146,15 @@ func parseBenchLine(line string) (microResult, bool) {
 }
 
 func microbench(ctx context.Context) ([]microResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	return goBench(ctx, 4*time.Minute, "-bench", ".", "-benchmem", "./verdict/", "./gate/")
+}
+
+// goBench runs go test -run '^$' with args, within limit, and reads its
+// result lines; an error carries the end of its output.
+func goBench(ctx context.Context, limit time.Duration, args ...string) ([]microResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", ".", "-benchmem", "./verdict/", "./gate/").CombinedOutput()
+	out, err := exec.CommandContext(ctx, "go", append([]string{"test", "-run", "^$"}, args...)...).CombinedOutput()
 	var res []microResult
 	for _, line := range strings.Split(string(out), "\n") {
 		if r, ok := parseBenchLine(line); ok {
