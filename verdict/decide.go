@@ -232,6 +232,21 @@ func (s *shard) grant(c *compiled, k key, t, dur int64, ports uint64) {
 	*g = grant{opened: t, until: t + dur, ports: ports, left: uint32(c.policy.Doors[k.door].MaxConnections)}
 }
 
+// connsLeft is what a grant carried over from elsewhere (a state file, an
+// earlier policy) may still admit on door d: the count it had, at most
+// the door's max_connections; a grant that had no count (0, or anything
+// not above 0) gets the door's max_connections, since it must never be
+// unlimited on a door that limits. 0 when the door has no limit.
+func (d *Door) connsLeft(had int) uint32 {
+	if d.MaxConnections <= 0 {
+		return 0
+	}
+	if had <= 0 || had > d.MaxConnections {
+		return uint32(d.MaxConnections)
+	}
+	return uint32(had)
+}
+
 // grantFor finds a live grant of the source k that covers the port, and
 // reports the door, or NoDoor. A max_connections grant is charged a
 // connection, and ended reports that this was its last.

@@ -132,11 +132,7 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 	}
 	dur := int64(dr.OpenFor)
 	if msg.Type.HasTimeout() && msg.ClientTimeout > 0 {
-		maxDur := ds.MaxOpenFor
-		if maxDur <= 0 {
-			maxDur = dr.OpenFor
-		}
-		dur = int64(min(time.Duration(msg.ClientTimeout)*time.Second, maxDur))
+		dur = int64(min(time.Duration(msg.ClientTimeout)*time.Second, dr.maxClientTimeout()))
 	}
 	d.Reason = ReasonOpened
 	gk := keyOf(to, door)
@@ -146,3 +142,17 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 	}
 	*far = farGrant{k: gk, dur: dur, ports: ports}
 }
+
+// maxClientTimeout is the longest grant an SPA client may ask for with a
+// timeout message (fwknop -f): max_open_for, else open_for.
+func (d *Door) maxClientTimeout() time.Duration {
+	if d.SPA != nil && d.SPA.MaxOpenFor > 0 {
+		return d.SPA.MaxOpenFor
+	}
+	return d.OpenFor
+}
+
+// longestGrant is the longest grant the door can give: open_for for a
+// knock or a plain SPA message, maxClientTimeout for a timeout message.
+// A grant from elsewhere (a state file) is held to it.
+func (d *Door) longestGrant() time.Duration { return max(d.OpenFor, d.maxClientTimeout()) }

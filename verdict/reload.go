@@ -111,6 +111,9 @@ func (e *Engine) Reload(p Policy, now time.Time) (ended []Grant, err error) {
 				ended = append(ended, e.grantOf(oc, s.k, &s.v))
 				continue
 			}
+			// A door that gained or lowered max_connections limits its
+			// live grants too.
+			g.left = c.policy.Doors[nd].connsLeft(int(g.left))
 			k := s.k
 			k.door = uint32(nd)
 			*to.insert(k) = g

@@ -166,3 +166,24 @@ func TestDecisionNamesItsDoorAcrossReload(t *testing.T) {
 		t.Fatalf("after the reload: Door %d %q, want 0 web", d.Door, d.DoorName)
 	}
 }
+
+// A reload that gives a door max_connections limits the grants it already
+// has too.
+func TestReloadLimitsConnectionsOfLiveGrants(t *testing.T) {
+	e, _ := NewEngine(testPolicy(), t0)
+	for _, s := range knockSSH(alice, 0, 1000) {
+		e.Decide(s.p, t0.Add(s.at))
+	}
+	p := testPolicy()
+	p.Doors[0].MaxConnections = 1
+	at := t0.Add(time.Second)
+	if _, err := e.Reload(p, at); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.Decide(pkt(alice, "tcp/22", 1), at); d.Verdict != Accept || !d.GrantEnded {
+		t.Fatalf("first connect after the reload: %+v", d)
+	}
+	if d := e.Decide(pkt(alice, "tcp/22", 2), at); d.Verdict != Drop {
+		t.Fatal("a grant stayed unlimited on a door that now has max_connections = 1")
+	}
+}

@@ -14,6 +14,9 @@ type Grant struct {
 	// Ports are the door's ports the grant covers; nil means all of them,
 	// as after a knock.
 	Ports []Port
+	// ConnsLeft is how many new connections the grant still admits, on a
+	// door with max_connections; 0 means no limit (the door has none).
+	ConnsLeft int
 }
 
 // Sweep drops timed-out knock progress and expired grants, calling expired
@@ -54,6 +57,8 @@ func (e *Engine) grantOf(c *compiled, k key, g *grant) Grant {
 		Source: k.addr(),
 		Opened: e.epoch.Add(time.Duration(g.opened)),
 		Until:  e.epoch.Add(time.Duration(g.until)),
+		// left is 0 for a door without max_connections: no limit.
+		ConnsLeft: int(g.left),
 	}
 	if g.ports != allPorts(len(door.Open)) && g.ports != ^uint64(0) {
 		for i, p := range door.Open {
