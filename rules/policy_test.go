@@ -690,3 +690,34 @@ func TestCheckSyntax(t *testing.T) {
 		t.Errorf("CheckSyntax of a stray = gave %v, want an *Error at p.hcl:2:10", err)
 	}
 }
+
+// A 0-byte policy, or one with settings but no door, loads (it is what
+// the daemon must be able to refuse on reload, not a parse error), and
+// Warnings says it has no door; a policy with a door has no warning.
+func TestNoDoorIsWarned(t *testing.T) {
+	dir := t.TempDir()
+	for name, src := range map[string]string{
+		"empty.hcl":     "",
+		"gate-only.hcl": "gate {\n  unprotected = \"drop\"\n}\n",
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p, err := Load(path)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		ws := p.Warnings()
+		if len(p.Doors) != 0 || len(ws) != 1 || !errors.Is(ws[0], ErrNoDoor) || !strings.HasPrefix(ws[0].Error(), path+": the policy has no door") {
+			t.Errorf("%s: %d doors, warnings %v; want none and ErrNoDoor naming the file", name, len(p.Doors), ws)
+		}
+	}
+	p, err := Parse([]byte("door \"ssh\" {\n  sequence = [\"tcp/1\"]\n  open = [\"tcp/22\"]\n}\n"), "p.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws := p.Warnings(); len(ws) != 0 {
+		t.Errorf("a policy with a door: warnings %v", ws)
+	}
+}

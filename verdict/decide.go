@@ -123,6 +123,8 @@ func (s *shard) decide(g *generation, d *Decision, p *Packet, src netip.Addr, sk
 		// SPA packets are dropped like knocks: the port never answers.
 		d.Verdict = Drop
 		s.decideSPA(g, d, src, sk, p, pi, now, t, far)
+	case classHeld:
+		d.Verdict, d.Reason = Drop, ReasonClosedUntilRestart
 	default:
 		d.Verdict, d.Reason = c.policy.Unprotected, ReasonUnprotected
 	}

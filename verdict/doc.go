@@ -15,13 +15,13 @@
 // path: knocks, grants), decidespa.go (the same for SPA packets, with the
 // per-source rate limit), totp.go (TOTP doors), penalty.go (the penalty
 // box), replay.go (the SPA replay cache), reload.go (Reload: a new policy,
-// state kept), revoke.go and restore.go (an operator's revoke; grants
-// and used SPA packets saved by an earlier run), report.go (Grants,
-// Stats, ActiveGrants, Sweep), shard.go (sharding and the generation a
-// reload swaps), hashtable.go (the fixed-size tables all state lives in),
-// portmask.go (which of a door's ports a grant covers), types.go (the
-// Policy, Packet and Decision types). The fwknop wire format is
-// verdict/fwknop.
+// state kept, and no protected port ever opened by one: HeldClosed),
+// revoke.go and restore.go (an operator's revoke; grants and used SPA
+// packets saved by an earlier run), report.go (Grants, Stats, ActiveGrants,
+// Sweep), shard.go (sharding and the generation a reload swaps),
+// hashtable.go (the fixed-size tables all state lives in), portmask.go
+// (which of a door's ports a grant covers), types.go (the Policy, Packet
+// and Decision types). The fwknop wire format is verdict/fwknop.
 //
 // Two windows are decided in one place each: the TOTP acceptance window
 // by TOTP.AcceptedSteps (totp.go), which the engine and the knock client

@@ -13,6 +13,9 @@ const (
 	classKnock
 	classProtected
 	classSPA
+	// classHeld is a port no door of the policy names that an earlier
+	// policy since the engine started protected: it stays closed (hold).
+	classHeld
 )
 
 // sequence is one knock sequence compiled for lookup: a door's open
@@ -68,6 +71,8 @@ type compiled struct {
 	spaLists  [][]int
 	totp      []totpDoor
 	doorIndex map[string]int
+	// held lists the ports of classHeld, in order, for HeldClosed.
+	held []Port
 }
 
 func protoIndex(p Proto) int {

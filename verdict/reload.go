@@ -30,6 +30,8 @@ func (e *Engine) Reload(p Policy, now time.Time) (ended []Grant, err error) {
 
 	e.ctl.Lock()
 	defer e.ctl.Unlock()
+	// c is not in use yet: marking its held ports needs no lock but ctl.
+	e.hold(c)
 	old := e.gen.Load()
 	oc := old.c
 	doorMap := make([]int, len(oc.policy.Doors))
@@ -157,3 +159,41 @@ func moveAll[V any](from *table[V], to func(key) *table[V]) {
 		}
 	}
 }
+
+// portSet is a set of ports, a bit per port number and protocol.
+type portSet [2][65536 / 64]uint64
+
+func (s *portSet) add(pi int, n uint16)      { s[pi][n/64] |= 1 << (n % 64) }
+func (s *portSet) has(pi int, n uint16) bool { return s[pi][n/64]&(1<<(n%64)) != 0 }
+
+// hold keeps every port that a policy since NewEngine protected closed
+// under c: one that no door of c names becomes classHeld, dropped with
+// ReasonClosedUntilRestart, instead of getting c's unprotected verdict.
+// A policy truncated by a careless edit, or an empty file, would otherwise
+// open the ports of every door it lost to everyone with the next reload;
+// leaving them closed costs at most a restart (which starts from the new
+// policy alone) or a door put back. Ports c protects join the set. The
+// caller holds ctl, and c is not in use yet.
+func (e *Engine) hold(c *compiled) {
+	for pi := range c.class {
+		for n, cls := range c.class[pi] {
+			switch {
+			case cls == classProtected:
+				e.everProtected.add(pi, uint16(n))
+			case cls == classNone && e.everProtected.has(pi, uint16(n)):
+				c.class[pi][n] = classHeld
+				proto := TCP
+				if pi == 1 {
+					proto = UDP
+				}
+				c.held = append(c.held, Port{proto, uint16(n)})
+			}
+		}
+	}
+}
+
+// HeldClosed lists the ports an earlier policy since the engine started
+// protected that the policy in force does not: they stay closed until a
+// restart (or until a door opens them again), whatever the policy's
+// unprotected verdict, so the daemon can say so after a reload.
+func (e *Engine) HeldClosed() []Port { return slices.Clone(e.gen.Load().c.held) }

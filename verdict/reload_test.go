@@ -2,6 +2,7 @@ package verdict
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -36,8 +37,10 @@ func TestReloadKeepsStateOfSurvivingDoors(t *testing.T) {
 	if d := e.Decide(pkt(alice, "tcp/22", 9), now); d.Verdict != Accept {
 		t.Fatalf("ssh grant lost on reload: %v", d.Reason)
 	}
-	if d := e.Decide(pkt(alice, "tcp/8443", 9), now); d.Verdict != Accept || d.Reason != ReasonUnprotected {
-		t.Fatalf("tcp/8443 after web was removed: %v/%v, want accept/unprotected", d.Verdict, d.Reason)
+	// A reload never opens a port the old policy protected: see
+	// TestReloadNeverUnprotectsAPort.
+	if d := e.Decide(pkt(alice, "tcp/8443", 9), now); d.Verdict != Drop || d.Reason != ReasonClosedUntilRestart {
+		t.Fatalf("tcp/8443 after web was removed: %v/%v, want drop/closed_until_restart", d.Verdict, d.Reason)
 	}
 	if d := e.Decide(ks[2].p, now); d.Reason != ReasonOpened {
 		t.Fatalf("bob's knock in progress lost on reload: %v", d.Reason)
@@ -185,5 +188,76 @@ func TestReloadLimitsConnectionsOfLiveGrants(t *testing.T) {
 	}
 	if d := e.Decide(pkt(alice, "tcp/22", 2), at); d.Verdict != Drop {
 		t.Fatal("a grant stayed unlimited on a door that now has max_connections = 1")
+	}
+}
+
+// A reload never stops protecting a port: one that an earlier policy since
+// the engine started protected, and the new one does not, stays closed
+// (until a restart) instead of getting the unprotected verdict. A 0-byte
+// policy or one cut after its first door would otherwise open every
+// protected port it no longer names to everyone.
+func TestReloadNeverUnprotectsAPort(t *testing.T) {
+	e, _ := NewEngine(testPolicy(), t0)
+	if got := e.HeldClosed(); len(got) != 0 {
+		t.Fatalf("held closed at start: %v", got)
+	}
+	check := func(when string, want map[string]Reason) {
+		t.Helper()
+		for port, reason := range want {
+			d := e.Decide(pkt(bob, port, 9), t0)
+			wantV := Drop
+			if reason == ReasonUnprotected {
+				wantV = Accept
+			}
+			if d.Verdict != wantV || d.Reason != reason {
+				t.Errorf("%s: %s got %v/%v, want %v/%v", when, port, d.Verdict, d.Reason, wantV, reason)
+			}
+		}
+	}
+	cut := testPolicy()
+	cut.Doors = cut.Doors[:1] // the policy cut after its first door
+	if _, err := e.Reload(cut, t0); err != nil {
+		t.Fatal(err)
+	}
+	check("cut after ssh", map[string]Reason{
+		"tcp/22": ReasonNoGrant, "tcp/8443": ReasonClosedUntilRestart, "udp/8443": ReasonClosedUntilRestart, "tcp/80": ReasonUnprotected,
+	})
+	if got, want := e.HeldClosed(), ports("tcp/8443", "udp/8443"); !slices.Equal(got, want) {
+		t.Errorf("HeldClosed after the cut = %v, want %v", got, want)
+	}
+
+	empty := testPolicy()
+	empty.Doors = nil // a 0-byte policy file
+	if _, err := e.Reload(empty, t0); err != nil {
+		t.Fatal(err)
+	}
+	check("no doors", map[string]Reason{
+		"tcp/22": ReasonClosedUntilRestart, "tcp/8443": ReasonClosedUntilRestart, "udp/8443": ReasonClosedUntilRestart, "tcp/80": ReasonUnprotected,
+	})
+	if got, want := e.HeldClosed(), ports("tcp/22", "tcp/8443", "udp/8443"); !slices.Equal(got, want) {
+		t.Errorf("HeldClosed with no doors = %v, want %v", got, want)
+	}
+
+	// The union is over every policy since the start, not just the last:
+	// a port dropped two reloads ago stays closed.
+	if _, err := e.Reload(cut, t0); err != nil {
+		t.Fatal(err)
+	}
+	check("cut again", map[string]Reason{"tcp/22": ReasonNoGrant, "tcp/8443": ReasonClosedUntilRestart})
+
+	// A door that comes back protects its ports again, knocks and all.
+	if _, err := e.Reload(testPolicy(), t0); err != nil {
+		t.Fatal(err)
+	}
+	check("restored", map[string]Reason{"tcp/22": ReasonNoGrant, "tcp/8443": ReasonNoGrant, "tcp/80": ReasonUnprotected})
+	if got := e.HeldClosed(); len(got) != 0 {
+		t.Errorf("held closed with every door back: %v", got)
+	}
+
+	// A restart starts from its own policy: nothing is held.
+	e2, _ := NewEngine(cut, t0)
+	check2 := e2.Decide(pkt(bob, "tcp/8443", 9), t0)
+	if check2.Verdict != Accept || check2.Reason != ReasonUnprotected {
+		t.Errorf("after a restart with the cut policy: %v/%v", check2.Verdict, check2.Reason)
 	}
 }
