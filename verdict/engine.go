@@ -24,6 +24,8 @@ type Engine struct {
 	// evictedBefore carries the evictions of generations a reload
 	// retired, so the counter never goes back. Guarded by ctl.
 	evictedBefore uint64
+	// penaltyFullBefore does the same for shard.penaltyFull.
+	penaltyFullBefore uint64
 	// everProtected is every port a policy since NewEngine protected, so
 	// a reload can keep them closed (hold). Guarded by ctl.
 	everProtected portSet

@@ -82,6 +82,7 @@ func (e *Engine) Reload(p Policy, now time.Time) (ended []Grant, err error) {
 	for i := range old.shards {
 		os := &old.shards[i]
 		e.evictedBefore += os.evictions
+		e.penaltyFullBefore += os.penaltyFull
 		for j := range os.progress.slots {
 			s := &os.progress.slots[j]
 			if !s.used || seqMap[s.v.seq] < 0 {
@@ -121,9 +122,15 @@ func (e *Engine) Reload(p Policy, now time.Time) (ended []Grant, err error) {
 			*to.insert(k) = g
 		}
 		// The rate limits and penalty box carry over: a reload must not
-		// free a banned source.
+		// free a banned source. Live bans move (here) before the counts of
+		// sources not banned yet (below), so a smaller box keeps them first.
 		moveAll(&os.rate, func(k key) *table[int64] { return &ng.shardOf(k).rate })
-		moveAll(&os.penalty, func(k key) *table[penalty] { return &ng.shardOf(k).penalty })
+		moveIf(&os.penalty, func(p *penalty) bool { return p.until > t },
+			func(k key) *table[penalty] { return &ng.shardOf(k).penalty })
+	}
+	for i := range old.shards {
+		moveIf(&old.shards[i].penalty, func(p *penalty) bool { return p.until <= t },
+			func(k key) *table[penalty] { return &ng.shardOf(k).penalty })
 	}
 	for i := range old.replay {
 		// Nor let a used SPA packet through.
@@ -149,9 +156,14 @@ func sameTOTP(a, b *TOTP) bool {
 // moveAll copies the entries of from into the tables to picks for their
 // keys, as many as fit.
 func moveAll[V any](from *table[V], to func(key) *table[V]) {
+	moveIf(from, func(*V) bool { return true }, to)
+}
+
+// moveIf is moveAll for the entries which picks.
+func moveIf[V any](from *table[V], which func(*V) bool, to func(key) *table[V]) {
 	for i := range from.slots {
 		s := &from.slots[i]
-		if !s.used {
+		if !s.used || !which(&s.v) {
 			continue
 		}
 		if t := to(s.k); !t.full() && t.get(s.k) == nil {

@@ -116,6 +116,13 @@ type Stats struct {
 	Sources, MaxSources int // sources with a knock sequence in progress
 	Grants, MaxGrants   int
 	Evictions           uint64
+	// PenaltySources counts the sources in the penalty box, banned or
+	// with failures counted; MaxPenaltySources is the box's cap (1 when
+	// the box is off).
+	PenaltySources, MaxPenaltySources int
+	// PenaltyFull counts the failures the penalty box could not track,
+	// its table being full of live bans, which it never ends early.
+	PenaltyFull uint64
 }
 
 // Stats returns the engine's occupancy figures, summed over the shards.
@@ -123,13 +130,16 @@ type Stats struct {
 func (e *Engine) Stats() Stats {
 	e.ctl.Lock()
 	defer e.ctl.Unlock()
-	st := Stats{Evictions: e.evictedBefore}
+	st := Stats{Evictions: e.evictedBefore, PenaltyFull: e.penaltyFullBefore}
 	e.eachShard(func(_ *compiled, s *shard) {
 		st.Sources += s.progress.n
 		st.MaxSources += s.progress.max
 		st.Grants += s.grants.n
 		st.MaxGrants += s.grants.max
 		st.Evictions += s.evictions
+		st.PenaltySources += s.penalty.n
+		st.MaxPenaltySources += s.penalty.max
+		st.PenaltyFull += s.penaltyFull
 	})
 	e.eachReplay(func(r *replayShard) { st.Evictions += r.evictions })
 	return st

@@ -53,6 +53,9 @@ type shard struct {
 	penalty   table[penalty]
 	rng       uint64
 	evictions uint64
+	// penaltyFull counts the failures of sources the penalty box did not
+	// track, its share of the table being full of live bans.
+	penaltyFull uint64
 	// The padding keeps the lock and counters of neighbouring shards,
 	// written on every packet from different cores, off one cache line.
 	_ [64]byte
