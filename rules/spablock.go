@@ -83,8 +83,8 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 		ok = false
 	}
 
-	s.MaxAge = c.duration(fmt.Sprintf("door %q", door), raw.MaxAge, DefaultSPAMaxAge)
-	s.MaxOpenFor = c.duration(fmt.Sprintf("door %q", door), raw.MaxOpenFor, 0)
+	s.MaxAge = c.duration(fmt.Sprintf("door %q", door), raw.MaxAge, DefaultSPAMaxAge, maxSPAAge)
+	s.MaxOpenFor = c.duration(fmt.Sprintf("door %q", door), raw.MaxOpenFor, 0, maxOpenFor)
 	if present(raw.AllowAnySource) {
 		if v, bok := c.boolean(raw.AllowAnySource, fmt.Sprintf(" of door %q", door)); !bok {
 			ok = false

@@ -70,7 +70,7 @@ func (c *compiler) totpBlock(door string, b *hcl.Block, body hcl.Body) (*verdict
 	}
 	t.Secret = key
 
-	t.Step = c.duration(fmt.Sprintf("door %q", door), raw.Step, DefaultTOTPStep)
+	t.Step = c.duration(fmt.Sprintf("door %q", door), raw.Step, DefaultTOTPStep, maxTOTPStep)
 	if t.Step < time.Second || t.Step%time.Second != 0 {
 		if present(raw.Step) {
 			c.errorf(raw.Step.Expr.Range().Ptr(), &raw.Step.Range,

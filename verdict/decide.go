@@ -231,7 +231,7 @@ func (s *shard) grant(c *compiled, k key, t, dur int64, ports uint64) {
 	} else if g.until > t {
 		ports |= g.ports
 	}
-	*g = grant{opened: t, until: t + dur, ports: ports, left: uint32(c.policy.Doors[k.door].MaxConnections)}
+	*g = grant{opened: t, until: addSat(t, dur), ports: ports, left: uint32(c.policy.Doors[k.door].MaxConnections)}
 }
 
 // connsLeft is what a grant carried over from elsewhere (a state file, an

@@ -89,7 +89,7 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 	// this claim are two steps, and another queue may have decoded the
 	// same packet, sent from another source, in between: the claim is
 	// what decides which of them used it.
-	if left := replayUntil(msg.Timestamp, ds.MaxAge).Sub(now); left > 0 && !rs.claim(rk, t, t+int64(left)) {
+	if left := replayUntil(msg.Timestamp, ds.MaxAge).Sub(now); left > 0 && !rs.claim(rk, t, addSat(t, int64(left))) {
 		d.Reason = ReasonSPAReplay
 		return
 	}

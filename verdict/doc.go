@@ -21,7 +21,9 @@
 // Sweep), shard.go (sharding and the generation a reload swaps),
 // hashtable.go (the fixed-size tables all state lives in), portmask.go
 // (which of a door's ports a grant covers), types.go (the Policy, Packet
-// and Decision types). The fwknop wire format is verdict/fwknop.
+// and Decision types), clock.go (the engine's clock, and the saturating
+// deadlines every expiry is computed with). The fwknop wire format is
+// verdict/fwknop.
 //
 // Two windows are decided in one place each: the TOTP acceptance window
 // by TOTP.AcceptedSteps (totp.go), which the engine and the knock client

@@ -47,5 +47,3 @@ func NewEngine(p Policy, now time.Time) (*Engine, error) {
 
 // Policy returns the policy the engine enforces.
 func (e *Engine) Policy() Policy { return e.gen.Load().c.policy }
-
-func (e *Engine) nanos(now time.Time) int64 { return int64(now.Sub(e.epoch)) }

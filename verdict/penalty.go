@@ -49,7 +49,7 @@ func (s *shard) penalize(c *compiled, d *Decision, sk source, t int64) {
 	}
 	p.count++
 	if p.count >= uint32(pol.Failures) {
-		p.until, p.count, p.window = t+int64(pol.Ban), 0, t
+		p.until, p.count, p.window = addSat(t, int64(pol.Ban)), 0, t
 		d.Banned = true
 	}
 }

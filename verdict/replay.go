@@ -128,7 +128,7 @@ func (e *Engine) RestoreReplay(rs []ReplayEntry, now time.Time) (int, error) {
 		if sh.t.get(k) == nil && sh.t.full() {
 			lost++
 		} else {
-			sh.remember(k, t+int64(left))
+			sh.remember(k, addSat(t, int64(left)))
 			n++
 		}
 		sh.mu.Unlock()

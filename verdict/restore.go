@@ -35,7 +35,9 @@ func (e *Engine) Restore(gs []Grant, now time.Time) (restored, skipped int) {
 		k := keyOf(g.Source.Unmap(), di)
 		s := gen.shardOf(k.source())
 		s.mu.Lock()
-		if s.restore(k, grant{opened: t - int64(now.Sub(g.Opened)), until: t + int64(left), ports: ports, left: door.connsLeft(g.ConnsLeft)}) {
+		// Opened is reported only; one in the future reads as now.
+		opened := t - min(max(int64(now.Sub(g.Opened)), 0), maxNanos)
+		if s.restore(k, grant{opened: opened, until: addSat(t, int64(left)), ports: ports, left: door.connsLeft(g.ConnsLeft)}) {
 			restored++
 		} else {
 			skipped++
