@@ -46,6 +46,8 @@ type Policy struct {
 	// AcceptMark/AcceptMask is the packet mark the gate sets on what it
 	// accepts (within the mask, keeping the mark's other bits).
 	AcceptMark, AcceptMask uint32
+	// named is what ProtectedFiles reports.
+	named []namedFile
 }
 
 // Defaults of the accept mark: "KG" in the upper half, leaving the lower
@@ -114,6 +116,9 @@ func Parse(src []byte, filename string) (*Policy, error) {
 		return nil, newError(diags, parser.Files())
 	}
 	c := compiler{src: src, dir: filepath.Dir(filename)}
+	if filename != "" {
+		c.named = []namedFile{policyFile(filename)}
+	}
 	p := c.compile(file.Body)
 	diags = append(diags, c.diags...)
 	if diags.HasErrors() {

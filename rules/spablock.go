@@ -116,6 +116,7 @@ func (c *compiler) spaKeys(door string, raw *rawSPA, block hcl.Range, keys *fwkn
 			return false
 		}
 		path = c.relative(path)
+		c.nameFile(path, fmt.Sprintf("the keys_file of door %q", door))
 		r := raw.KeysFile.Expr.Range().Ptr()
 		b, err := os.ReadFile(path)
 		if err != nil {
