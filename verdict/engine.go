@@ -29,19 +29,22 @@ type Engine struct {
 	// everProtected is every port a policy since NewEngine protected, so
 	// a reload can keep them closed (hold). Guarded by ctl.
 	everProtected portSet
+	// spare is the lookup tables of the policy a reload retired, for the
+	// next reload to compile into. Guarded by ctl.
+	spare *portTables
 }
 
 // NewEngine compiles p into lookup tables. now anchors the engine's clock:
 // all later times are measured from it, with the monotonic reading when
 // now has one, so a wall-clock step cannot stretch or cut a grant.
 func NewEngine(p Policy, now time.Time) (*Engine, error) {
-	c, err := compile(p)
+	c, err := compile(p, nil)
 	if err != nil {
 		return nil, err
 	}
 	e := &Engine{epoch: now}
 	e.hold(c)
-	e.gen.Store(newGeneration(c))
+	e.gen.Store(newGeneration(c, nil))
 	return e, nil
 }
 

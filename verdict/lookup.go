@@ -55,15 +55,7 @@ type opener struct {
 type compiled struct {
 	policy Policy
 	seqs   []sequence
-	// Lookup tables indexed by protocol (0 tcp, 1 udp) and port, so the
-	// per-packet path is array indexing rather than map lookups.
-	class [2][65536]uint8
-	// first is 1 + index into seqs of the sequence this port starts; for
-	// a port in a TOTP door's range, -(1 + index into totp): which slot
-	// starts there changes every step, see firstSeq.
-	first   [2][65536]int32
-	openers [2][65536]int32 // index into openLists
-	spaAt   [2][65536]int32 // index into spaLists
+	*portTables
 	// openLists holds, per protected port, the doors that open it;
 	// spaLists, per SPA port, the doors that listen there. Both start
 	// with an empty list, the one index 0 (no such port) finds.
@@ -73,6 +65,21 @@ type compiled struct {
 	doorIndex map[string]int
 	// held lists the ports of classHeld, in order, for HeldClosed.
 	held []Port
+}
+
+// portTables are the lookup tables indexed by protocol (0 tcp, 1 udp) and
+// port, so the per-packet path is array indexing rather than map lookups.
+// At 1.7 MB they are most of a compiled policy, so a reload compiles into
+// those of the policy before the last (Engine.spare) instead of
+// allocating them anew.
+type portTables struct {
+	class [2][65536]uint8
+	// first is 1 + index into seqs of the sequence this port starts; for
+	// a port in a TOTP door's range, -(1 + index into totp): which slot
+	// starts there changes every step, see firstSeq.
+	first   [2][65536]int32
+	openers [2][65536]int32 // index into openLists
+	spaAt   [2][65536]int32 // index into spaLists
 }
 
 func protoIndex(p Proto) int {
@@ -85,7 +92,14 @@ func protoIndex(p Proto) int {
 	return -1
 }
 
-func compile(p Policy) (*compiled, error) {
+// compile compiles p, into the lookup tables pt when it is not nil (they
+// are cleared first).
+func compile(p Policy, pt *portTables) (*compiled, error) {
+	if pt == nil {
+		pt = new(portTables)
+	} else {
+		*pt = portTables{}
+	}
 	if p.MaxSources <= 0 {
 		p.MaxSources = DefaultMaxSources
 	}
@@ -95,7 +109,7 @@ func compile(p Policy) (*compiled, error) {
 	if p.MaxReplay <= 0 {
 		p.MaxReplay = DefaultMaxReplay
 	}
-	e := &compiled{policy: p, openLists: [][]opener{nil}, spaLists: [][]int{nil}, doorIndex: make(map[string]int, len(p.Doors))}
+	e := &compiled{policy: p, portTables: pt, openLists: [][]opener{nil}, spaLists: [][]int{nil}, doorIndex: make(map[string]int, len(p.Doors))}
 	for di, d := range p.Doors {
 		if _, dup := e.doorIndex[d.Name]; dup {
 			return nil, fmt.Errorf("door %q is defined twice", d.Name)
