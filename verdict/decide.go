@@ -117,7 +117,7 @@ func (s *shard) decide(g *generation, d *Decision, p *Packet, src netip.Addr, sk
 			d.Verdict, d.Reason, d.Door, d.GrantEnded = Accept, ReasonGranted, door, ended
 		} else {
 			d.Verdict, d.Reason = Drop, ReasonNoGrant
-			d.Door = int(c.openLists[c.openers[pi][p.DstPort]][0].door)
+			d.Door = int(c.openLists[c.at[pi][p.DstPort]][0].door)
 		}
 	case classSPA:
 		// SPA packets are dropped like knocks: the port never answers.
@@ -254,7 +254,7 @@ func (d *Door) connsLeft(had int) uint32 {
 // connection, and ended reports that this was its last.
 func (s *shard) grantFor(c *compiled, sk source, pi int, port uint16, t int64) (door int, ended bool) {
 	k := sk.k
-	for _, op := range c.openLists[c.openers[pi][port]] {
+	for _, op := range c.openLists[c.at[pi][port]] {
 		k.door = uint32(op.door)
 		i := s.grants.findH(k, sk.h^op.mix)
 		if i < 0 {

@@ -46,7 +46,7 @@ func (s *shard) spaAllow(sk source, t int64) bool {
 // sources, is locked by digest only around its lookups.
 func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source, p *Packet, pi int, now time.Time, t int64, far *farGrant) {
 	c := g.c
-	doors := c.spaLists[c.spaAt[pi][p.DstPort]]
+	doors := c.spaLists[c.at[pi][p.DstPort]]
 	d.Door = doors[0]
 	if !s.spaAllow(sk, t) {
 		d.Reason = ReasonSPARateLimited

@@ -2,6 +2,7 @@ package verdict
 
 import (
 	"bytes"
+	"math/bits"
 	"slices"
 	"time"
 )
@@ -325,8 +326,7 @@ func moveIf[V any](from *table[V], which func(*V) bool, to func(key) *table[V]) 
 // portSet is a set of ports, a bit per port number and protocol.
 type portSet [2][65536 / 64]uint64
 
-func (s *portSet) add(pi int, n uint16)      { s[pi][n/64] |= 1 << (n % 64) }
-func (s *portSet) has(pi int, n uint16) bool { return s[pi][n/64]&(1<<(n%64)) != 0 }
+func (s *portSet) add(pi int, n uint16) { s[pi][n/64] |= 1 << (n % 64) }
 
 // hold keeps every port that a policy since NewEngine protected closed
 // under c: one that no door of c names becomes classHeld, dropped with
@@ -337,12 +337,18 @@ func (s *portSet) has(pi int, n uint16) bool { return s[pi][n/64]&(1<<(n%64)) !=
 // policy alone) or a door put back. Ports c protects join the set. The
 // caller holds ctl, and c is not in use yet.
 func (e *Engine) hold(c *compiled) {
-	for pi := range c.class {
-		for n, cls := range c.class[pi] {
-			switch {
-			case cls == classProtected:
-				e.everProtected.add(pi, uint16(n))
-			case cls == classNone && e.everProtected.has(pi, uint16(n)):
+	for _, d := range c.policy.Doors {
+		for _, o := range d.Open {
+			e.everProtected.add(protoIndex(o.Proto), o.Num)
+		}
+	}
+	for pi := range e.everProtected {
+		for w, word := range e.everProtected[pi] {
+			for ; word != 0; word &= word - 1 {
+				n := w*64 + bits.TrailingZeros64(word)
+				if c.class[pi][n] != classNone {
+					continue
+				}
 				c.class[pi][n] = classHeld
 				proto := TCP
 				if pi == 1 {
