@@ -181,8 +181,8 @@ type remap struct {
 
 // progress carries the knocks in progress of the old shard os, the i-th,
 // into the new generation: in place when it takes the table over (its
-// shard i is then os's counterpart), else each to its shard there. Progress on a sequence the
-// new policy changed or dropped is dropped.
+// shard i is then os's counterpart), else each to its shard there.
+// Progress on a sequence the new policy changed or dropped is dropped.
 func (m *remap) progress(os *shard, i int) {
 	if !m.ng.taken.progress {
 		for j := range os.progress.slots {
@@ -218,36 +218,21 @@ func (m *remap) progress(os *shard, i int) {
 }
 
 // grants carries the live grants of the old shard os, the i-th, into the
-// new generation, as progress does the knocks: a grant keeps the ports it covered that its door still
-// opens, and its connections left within the door's max_connections. A
-// grant of a door that is gone, or that covers none of its ports now,
-// ends (m.ended).
+// new generation, as progress does the knocks (carry says how a grant
+// changes); a grant that cannot be carried ends (m.ended).
 func (m *remap) grants(os *shard, i int) {
-	oc, c := m.oc, m.c
 	if !m.ng.taken.grants {
 		for j := range os.grants.slots {
 			s := &os.grants.slots[j]
 			if !s.used || s.v.until <= m.t {
 				continue
 			}
-			nd := m.doorMap[s.k.door]
-			to := &m.ng.shardOf(s.k.source()).grants
-			if nd == NoDoor || to.full() {
-				m.ended = append(m.ended, m.e.grantOf(oc, s.k, &s.v))
+			k, g, ok := m.carry(s.k, s.v)
+			to := &m.ng.shardOf(k.source()).grants
+			if !ok || to.full() {
+				m.ended = append(m.ended, m.e.grantOf(m.oc, s.k, &s.v))
 				continue
 			}
-			g := s.v
-			// The door's open list may have changed order or content: the
-			// grant keeps the ports it covered that the door still opens.
-			if g.ports = remapPorts(&oc.policy.Doors[s.k.door], &c.policy.Doors[nd], g.ports); g.ports == 0 {
-				m.ended = append(m.ended, m.e.grantOf(oc, s.k, &s.v))
-				continue
-			}
-			// A door that gained or lowered max_connections limits its
-			// live grants too.
-			g.left = c.policy.Doors[nd].connsLeft(int(g.left))
-			k := s.k
-			k.door = uint32(nd)
 			*to.insert(k) = g
 		}
 		return
@@ -262,41 +247,53 @@ func (m *remap) grants(os *shard, i int) {
 	tb := &ns.grants
 	// A grant's key holds its door, so one whose door has another index
 	// now is taken out and put back under its new key; the others are
-	// remapped where they are. As in progress, the sweep's test must
-	// give the same answer twice: it renumbers nothing.
+	// carried where they are. As in progress, the sweep's test must give
+	// the same answer twice: it changes nothing.
 	var moved []slot[grant]
 	tb.sweep(func(k key, g *grant) bool {
 		if g.until <= m.t {
 			return true
 		}
-		nd := m.doorMap[k.door]
-		if nd == NoDoor || remapPorts(&oc.policy.Doors[k.door], &c.policy.Doors[nd], g.ports) == 0 {
-			m.ended = append(m.ended, m.e.grantOf(oc, k, g))
+		nk, ng, ok := m.carry(k, *g)
+		switch {
+		case !ok:
+			m.ended = append(m.ended, m.e.grantOf(m.oc, k, g))
 			return true
-		}
-		if nd != int(k.door) {
-			moved = append(moved, slot[grant]{k: k, v: *g})
+		case nk != k:
+			moved = append(moved, slot[grant]{k: nk, v: ng})
 			return true
 		}
 		return false
 	})
 	for j := range tb.slots {
 		if s := &tb.slots[j]; s.used {
-			d := &c.policy.Doors[s.k.door]
-			s.v.ports = remapPorts(&oc.policy.Doors[s.k.door], d, s.v.ports)
-			s.v.left = d.connsLeft(int(s.v.left))
+			_, s.v, _ = m.carry(s.k, s.v)
 		}
 	}
 	for _, s := range moved {
-		nd := m.doorMap[s.k.door]
-		g := s.v
-		g.ports = remapPorts(&oc.policy.Doors[s.k.door], &c.policy.Doors[nd], g.ports)
-		g.left = c.policy.Doors[nd].connsLeft(int(g.left))
-		k := s.k
-		k.door = uint32(nd)
 		// Taken out of this very table, so there is room for it.
-		*tb.insert(k) = g
+		*tb.insert(s.k) = s.v
 	}
+}
+
+// carry is the grant g of the old policy, keyed k, as the new policy has
+// it: under its door's new index, with the ports it covered that the door
+// still opens (the door's open list may have changed order or content),
+// and its connections left within the door's max_connections, which it
+// may have gained or lowered. ok is false when the door is gone or opens
+// none of the grant's ports now: the grant ends.
+func (m *remap) carry(k key, g grant) (key, grant, bool) {
+	nd := m.doorMap[k.door]
+	if nd == NoDoor {
+		return k, g, false
+	}
+	to := &m.c.policy.Doors[nd]
+	if g.ports = remapPorts(&m.oc.policy.Doors[k.door], to, g.ports); g.ports == 0 {
+		return k, g, false
+	}
+	g.left = to.connsLeft(int(g.left))
+	k.door = uint32(nd)
+	return k, g, true
 }
 
 func sameTOTP(a, b *TOTP) bool {
