@@ -540,7 +540,8 @@ func (m *model) checkCaps() {
 	p := &m.fx.policy
 	if st.Sources > st.MaxSources || st.MaxSources != p.MaxSources ||
 		st.Grants > st.MaxGrants || st.MaxGrants != p.MaxGrants ||
-		st.PenaltySources > st.MaxPenaltySources || st.MaxPenaltySources != p.Penalty.MaxSources {
+		st.PenaltySources > st.MaxPenaltySources || st.MaxPenaltySources != p.Penalty.MaxSources ||
+		st.Replay > st.MaxReplay || st.MaxReplay != p.MaxReplay {
 		m.t.Fatalf("tables past their caps: %+v", st)
 	}
 }

@@ -123,6 +123,9 @@ type Stats struct {
 	// PenaltyFull counts the failures the penalty box could not track,
 	// its table being full of live bans, which it never ends early.
 	PenaltyFull uint64
+	// Replay counts the used SPA packets remembered; MaxReplay is the
+	// cache's cap (1 when the policy has no SPA door).
+	Replay, MaxReplay int
 }
 
 // Stats returns the engine's occupancy figures, summed over the shards.
@@ -141,7 +144,11 @@ func (e *Engine) Stats() Stats {
 		st.MaxPenaltySources += s.penalty.max
 		st.PenaltyFull += s.penaltyFull
 	})
-	e.eachReplay(func(r *replayShard) { st.Evictions += r.evictions })
+	e.eachReplay(func(r *replayShard) {
+		st.Evictions += r.evictions
+		st.Replay += r.t.n
+		st.MaxReplay += r.t.max
+	})
 	return st
 }
 

@@ -42,13 +42,14 @@ func TestShardCount(t *testing.T) {
 // tables hold what the policy says and the metrics report it.
 func TestShardSharesAddUpToTheCaps(t *testing.T) {
 	for _, max := range []int{64, 1000, 4096, 100_003} {
-		p := testPolicy()
-		p.MaxSources, p.MaxGrants = max, max+7
+		p, _, _ := spaPolicy(t)
+		p.MaxSources, p.MaxGrants, p.MaxReplay = max, max+7, max+3
+		p.Penalty = Penalty{Failures: 1, Within: time.Minute, Ban: time.Minute, MaxSources: max + 5}
 		e, err := NewEngine(p, t0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st := e.Stats(); st.MaxSources != max || st.MaxGrants != max+7 {
+		if st := e.Stats(); st.MaxSources != max || st.MaxGrants != max+7 || st.MaxReplay != max+3 || st.MaxPenaltySources != max+5 {
 			t.Errorf("max %d over %d shards: %+v", max, shards(e), st)
 		}
 	}
