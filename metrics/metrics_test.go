@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -370,8 +371,8 @@ func TestLint(t *testing.T) {
 			n++
 		}
 	}
-	if n != 22 {
-		t.Errorf("knockgate metric families = %d, want 22", n)
+	if n != 23 {
+		t.Errorf("knockgate metric families = %d, want 23", n)
 	}
 }
 
@@ -383,6 +384,10 @@ func TestNil(t *testing.T) {
 	m.GrantExpired("ssh")
 	m.GrantRevoked("ssh")
 	m.Reloaded(true, time.Now())
+	m.StateSaved(errors.New("full"))
+	if m.Degraded() != "" {
+		t.Error("a nil Metrics is degraded")
+	}
 }
 
 // Observe may run while a reload swaps the doors; run with -race.
