@@ -48,6 +48,23 @@ type StatusReport struct {
 	Evictions      uint64        `json:"evictions"`
 	Doors          []DoorStatus  `json:"doors"`
 	Queue          QueueSnapshot `json:"queue"`
+	// Health is "ok", or "degraded" when the daemon decides packets but
+	// something needs an operator: Degraded says what.
+	Health   string `json:"health"`
+	Degraded string `json:"degraded,omitempty"`
+	// StateFile is how saves of the state file fare.
+	StateFile StateFileStatus `json:"state_file"`
+	// HeldClosed lists the ports a reload stopped protecting, which stay
+	// closed until restart, as "tcp/22".
+	HeldClosed []string `json:"held_closed,omitempty"`
+}
+
+// StateFileStatus is the state file's side of a status report.
+type StateFileStatus struct {
+	Path         string `json:"path,omitempty"`
+	SaveFailures uint64 `json:"save_failures"`
+	// LastError is why the last save failed; empty once one succeeded.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // DoorStatus lists a door's live grants.
@@ -62,6 +79,9 @@ type GrantStatus struct {
 	Opened      time.Time  `json:"opened"`
 	Until       time.Time  `json:"until"`
 	LeftSeconds float64    `json:"left_seconds"`
+	// ConnsLeft is how many connections a max_connections grant still
+	// admits; 0 on a door without the limit.
+	ConnsLeft int `json:"conns_left,omitempty"`
 }
 
 // QueueSnapshot sums the counters of the queues the daemon serves, Queues
@@ -76,11 +96,14 @@ type QueueSnapshot struct {
 	ENOBUFS   uint64 `json:"enobufs"`
 }
 
-// ReloadOutcome is the answer to reload: the doors of the new policy and
-// the grants that ended with their door, as "door source".
+// ReloadOutcome is the answer to reload: the doors of the new policy, the
+// grants that ended with their door, as "door source", and the ports an
+// earlier policy protected that the new one does not, as "tcp/22": they
+// stay closed until restart.
 type ReloadOutcome struct {
-	Doors int      `json:"doors"`
-	Ended []string `json:"ended,omitempty"`
+	Doors      int      `json:"doors"`
+	Ended      []string `json:"ended,omitempty"`
+	HeldClosed []string `json:"held_closed,omitempty"`
 }
 
 // Handler is what the control socket serves; *Daemon implements it.

@@ -306,10 +306,22 @@ func (q failingQueue) Run(context.Context, gate.Decider) error {
 }
 
 // The first queue that fails stops the others and the daemon, and Run says
-// why; the grants are saved all the same.
+// why. A daemon whose queues never all became ready writes no state file:
+// it decided nothing, and its view (a policy without a door that is live
+// elsewhere, say) would lose grants.
 func TestRunStopsWhenAQueueFails(t *testing.T) {
 	l := newLab(t)
 	l.writePolicy("  queue = 4\n  queues = 2\n", twoDoors)
+	now := time.Now()
+	saved := filepath.Join(l.dir, "state.json")
+	if err := saveState(saved, state{grants: []verdict.Grant{{Door: "gone", Source: netip.MustParseAddr("198.51.100.7"),
+		Opened: now, Until: now.Add(time.Hour)}}}, now, nil); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pol, err := rules.Load(l.policy)
 	if err != nil {
 		t.Fatal(err)
@@ -339,7 +351,7 @@ func TestRunStopsWhenAQueueFails(t *testing.T) {
 	if len(opened) != 2 || !opened[0].closed.Load() || !opened[1].closed.Load() {
 		t.Fatalf("queues not closed: %d opened", len(opened))
 	}
-	if _, err := os.Stat(filepath.Join(l.dir, "state.json")); err != nil {
-		t.Fatalf("no state saved: %v", err)
+	if after, err := os.ReadFile(saved); err != nil || !bytes.Equal(after, before) {
+		t.Fatalf("a daemon that never served its queues rewrote the state file (%v):\n%s", err, after)
 	}
 }
