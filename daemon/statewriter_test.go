@@ -251,3 +251,65 @@ func TestStatePathSymlink(t *testing.T) {
 		t.Fatal("the save wrote through the symlink")
 	}
 }
+
+// The daemon never renames or overwrites a file the policy names, even
+// where the policy's own check (a state_file equal to the policy, by path
+// or as the same file) could not see it: here the state file is reached
+// through a directory symlink made after the policy was loaded. At start
+// the "corrupt" state file is not set aside; later, a save does not
+// replace it.
+func TestStateNeverTouchesPolicyFiles(t *testing.T) {
+	t.Run("set aside at start", func(t *testing.T) {
+		l := newLab(t)
+		l.writePolicyAt(filepath.Join(l.dir, "link", "policy.hcl"), twoDoors)
+		pol := l.load()
+		before, _ := os.ReadFile(l.policy)
+		if err := os.Symlink(".", filepath.Join(l.dir, "link")); err != nil {
+			t.Fatal(err)
+		}
+		d, err := New(Config{Policy: pol, Path: l.policy, OpenQueue: func(cfg gate.Config) (Queue, error) { return newFakeQueue(cfg), nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if err := d.Run(ctx); err == nil || !strings.Contains(err.Error(), "never renames or overwrites") {
+			t.Fatalf("Run = %v, want a refusal", err)
+		}
+		if after, err := os.ReadFile(l.policy); err != nil || string(after) != string(before) {
+			t.Fatalf("the policy was moved or changed: %v", err)
+		}
+	})
+	t.Run("save", func(t *testing.T) {
+		l := newLab(t)
+		if err := os.Mkdir(filepath.Join(l.dir, "other"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		link := filepath.Join(l.dir, "link")
+		if err := os.Symlink("other", link); err != nil {
+			t.Fatal(err)
+		}
+		l.writePolicyAt(filepath.Join(link, "policy.hcl"), twoDoors)
+		before, _ := os.ReadFile(l.policy)
+		l.start()
+		if err := os.Remove(link); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(".", link); err != nil {
+			t.Fatal(err)
+		}
+		l.open("198.51.100.7", 7000)
+		eventually(t, "the save refused", func() bool { return l.d.Status().StateFile.SaveFailures > 0 })
+		if after, err := os.ReadFile(l.policy); err != nil || string(after) != string(before) {
+			t.Fatalf("the policy was overwritten (%v):\n%s", err, after)
+		}
+		st := l.d.Status()
+		if st.Health != "degraded" || !strings.Contains(st.Degraded, "never renames or overwrites") {
+			t.Fatalf("status: %q %q", st.Health, st.Degraded)
+		}
+		l.stop()
+		if after, err := os.ReadFile(l.policy); err != nil || string(after) != string(before) {
+			t.Fatalf("the policy was overwritten at stop (%v):\n%s", err, after)
+		}
+	})
+}
