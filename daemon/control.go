@@ -172,8 +172,8 @@ func handleControl(c *net.UnixConn, h Handler, log *slog.Logger) {
 	// The request is read before the caller is checked, so that a refused
 	// caller has sent it and reads the reason, rather than writing into a
 	// socket already closed (EPIPE).
-	line, err := bufio.NewReader(io.LimitReader(c, 64<<10)).ReadBytes('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
+	line, rerr := readRequestLine(c)
+	if rerr != nil && !errors.Is(rerr, errRequestTooLarge) {
 		return
 	}
 	// The file mode already keeps others out; the peer's credentials are
@@ -189,14 +189,47 @@ func handleControl(c *net.UnixConn, h Handler, log *slog.Logger) {
 		json.NewEncoder(c).Encode(Response{Error: "permission denied: only root may control knockgate"})
 		return
 	}
-	var req Request
 	resp := Response{}
-	if err := json.Unmarshal(line, &req); err != nil {
-		resp.Error = fmt.Sprintf("invalid request: %v", err)
-	} else {
+	req, err := decodeRequest(line)
+	switch {
+	case rerr != nil:
+		resp.Error = rerr.Error()
+	case err != nil:
+		resp.Error = err.Error()
+	default:
 		resp = dispatch(req, h)
 	}
 	json.NewEncoder(c).Encode(resp)
+}
+
+// maxRequest bounds a request line, newline included: the largest real one
+// (a revoke) is under 200 bytes, and a client must not make the daemon
+// buffer more.
+const maxRequest = 64 << 10
+
+var errRequestTooLarge = fmt.Errorf("invalid request: longer than %d bytes", maxRequest)
+
+// readRequestLine reads one request line, never more than maxRequest+1
+// bytes of r. A line cut short by the end of input is returned as it is; a
+// longer one is refused (errRequestTooLarge), never cut down and decoded.
+func readRequestLine(r io.Reader) ([]byte, error) {
+	line, err := bufio.NewReaderSize(io.LimitReader(r, maxRequest+1), 4096).ReadBytes('\n')
+	if len(line) > maxRequest {
+		return nil, errRequestTooLarge
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("failed to read request: %w", err)
+	}
+	return line, nil
+}
+
+// decodeRequest decodes a request line.
+func decodeRequest(line []byte) (Request, error) {
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		return Request{}, fmt.Errorf("invalid request: %w", err)
+	}
+	return req, nil
 }
 
 func dispatch(req Request, h Handler) Response {
