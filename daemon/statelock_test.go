@@ -57,3 +57,36 @@ func TestSecondDaemonOnStateFileRefused(t *testing.T) {
 		t.Fatalf("second daemon after the first stopped: %s", l2.logs)
 	}
 }
+
+// A reload that names another state file takes its lock first: one that
+// another daemon holds refuses the reload, and the running policy (and
+// its state file) stays; a free one is taken, and the old one let go.
+func TestReloadLocksNewStateFile(t *testing.T) {
+	l1 := startLab(t, "", twoDoors)
+	// The second daemon's metrics are off: the first listens on the port.
+	doors := "metrics {\n  listen = \"\"\n}\n" + twoDoors
+	l2 := startLab(t, "", doors)
+	l2.open("198.51.100.7", 7000)
+	l2.writePolicyAt(filepath.Join(l1.dir, "state.json"), doors)
+	if _, err := l2.d.Reload("test"); err == nil || !strings.Contains(err.Error(), "in use by another knockgate") {
+		t.Fatalf("reload onto a held state file: %v", err)
+	}
+	if st := l2.d.Status(); st.StateFile.Path != filepath.Join(l2.dir, "state.json") || !same(grants(st), []string{"ssh 198.51.100.7"}) {
+		t.Fatalf("status after the refused reload: %+v", st)
+	}
+
+	free := filepath.Join(l2.dir, "moved", "state.json")
+	l2.writePolicyAt(free, doors)
+	if _, err := l2.d.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "saved to the new state file", func() bool { return len(l2.savedDocAt(free).Grants) == 1 })
+	old, err := lockState(filepath.Join(l2.dir, "state.json"), nil)
+	if err != nil {
+		t.Fatalf("the old state file is still locked: %v", err)
+	}
+	old.release()
+	if _, err := lockState(free, nil); err == nil {
+		t.Fatal("the new state file is not locked")
+	}
+}
