@@ -125,10 +125,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	// Before any queue is bound: a state file that is no regular file, is
 	// one the policy names, or is another daemon's, stops the start here.
+	defer d.unlockState()
 	if err := d.restore(time.Now()); err != nil {
 		return err
 	}
-	defer d.unlockState()
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 

@@ -169,6 +169,12 @@ func TestStatePathNotARegularFile(t *testing.T) {
 			if opened {
 				t.Fatal("a queue was opened before the state path was refused")
 			}
+			// The refused daemon holds no lock on the state file.
+			lock, err := lockState(filepath.Join(l.dir, "state.json"), nil)
+			if err != nil {
+				t.Fatalf("after the refusal: %v", err)
+			}
+			lock.release()
 		})
 	}
 }
