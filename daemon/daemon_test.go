@@ -119,11 +119,15 @@ func (s *syncBuffer) String() string {
 
 // settings is the gate block of every test policy: files in dir, and
 // tables a thousand entries large, which the race detector fills in
-// milliseconds rather than the defaults' seconds.
+// milliseconds rather than the defaults' seconds. The metrics endpoint is
+// off: on its default port, labs (of this test binary or of another run
+// on the machine) would fight over it.
 func settings(dir string, extra string) string {
-	return fmt.Sprintf("gate {\n  state_file = %q\n  control_socket = %q\n  max_sources = 1000\n  max_grants = 1000\n  max_replay = 1000\n%s}\n",
-		filepath.Join(dir, "state.json"), filepath.Join(dir, "kg.sock"), extra)
+	return fmt.Sprintf("gate {\n  state_file = %q\n  control_socket = %q\n  max_sources = 1000\n  max_grants = 1000\n  max_replay = 1000\n%s}\n%s",
+		filepath.Join(dir, "state.json"), filepath.Join(dir, "kg.sock"), extra, noMetrics)
 }
+
+const noMetrics = "metrics {\n  listen = \"\"\n}\n"
 
 // The doors of the test policies: knock two UDP ports, the first and the
 // next, and a TCP port opens for an hour.

@@ -14,8 +14,8 @@ import (
 // state file at statePath, the control socket in the lab's directory.
 func (l *lab) writePolicyAt(statePath, doors string) {
 	l.t.Helper()
-	gate := fmt.Sprintf("gate {\n  state_file = %q\n  control_socket = %q\n  max_sources = 1000\n  max_grants = 1000\n  max_replay = 1000\n}\n",
-		statePath, filepath.Join(l.dir, "kg.sock"))
+	gate := fmt.Sprintf("gate {\n  state_file = %q\n  control_socket = %q\n  max_sources = 1000\n  max_grants = 1000\n  max_replay = 1000\n}\n%s",
+		statePath, filepath.Join(l.dir, "kg.sock"), noMetrics)
 	if err := os.WriteFile(l.policy, []byte(gate+doors), 0o600); err != nil {
 		l.t.Fatal(err)
 	}
@@ -63,8 +63,7 @@ func TestSecondDaemonOnStateFileRefused(t *testing.T) {
 // its state file) stays; a free one is taken, and the old one let go.
 func TestReloadLocksNewStateFile(t *testing.T) {
 	l1 := startLab(t, "", twoDoors)
-	// The second daemon's metrics are off: the first listens on the port.
-	doors := "metrics {\n  listen = \"\"\n}\n" + twoDoors
+	doors := twoDoors
 	l2 := startLab(t, "", doors)
 	l2.open("198.51.100.7", 7000)
 	l2.writePolicyAt(filepath.Join(l1.dir, "state.json"), doors)
