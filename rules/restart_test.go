@@ -58,7 +58,9 @@ func TestKeepRestartOnly(t *testing.T) {
 // restart-only one that RestartOnlyChanges names: a new setting must be
 // sorted into one of the two here.
 func TestRestartOnlyCoversSettings(t *testing.T) {
-	reloadable := []string{"Policy", "File", "StateFile"}
+	// named (ProtectedFiles) follows the policy file as last loaded, as the
+	// daemon reads it at each save.
+	reloadable := []string{"Policy", "File", "StateFile", "named"}
 	restartOnly := []string{"Queue", "Queues", "MetricsListen", "ControlSocket", "FailOpen", "AcceptMark", "AcceptMask"}
 	for _, f := range reflect.VisibleFields(reflect.TypeFor[Policy]()) {
 		if len(f.Index) > 1 {
