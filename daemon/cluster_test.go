@@ -31,9 +31,6 @@ func startMember(t *testing.T, name, key, doors string, peers ...netip.AddrPort)
 	t.Helper()
 	l := newLab(t)
 	l.writePolicy("  unprotected = \"drop\"\n", doors+`
-metrics {
-  listen = ""
-}
 cluster {
   node        = "`+name+`"
   listen      = "127.0.0.1:7946"
@@ -160,9 +157,6 @@ func TestClusterReload(t *testing.T) {
 		t.Fatalf("a stranger to the cluster port: %+v", d)
 	}
 	if err := os.WriteFile(l.policy, []byte(settings(l.dir, "  unprotected = \"drop\"\n")+sshDoor+`
-metrics {
-  listen = ""
-}
 cluster {
   node        = "gwa"
   listen      = "127.0.0.1:7947"

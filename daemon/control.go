@@ -50,6 +50,23 @@ type StatusReport struct {
 	Queue          QueueSnapshot `json:"queue"`
 	// Cluster is set when the policy has a cluster block.
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
+	// Health is "ok", or "degraded" when the daemon decides packets but
+	// something needs an operator: Degraded says what.
+	Health   string `json:"health"`
+	Degraded string `json:"degraded,omitempty"`
+	// StateFile is how saves of the state file fare.
+	StateFile StateFileStatus `json:"state_file"`
+	// HeldClosed lists the ports a reload stopped protecting, which stay
+	// closed until restart, as "tcp/22".
+	HeldClosed []string `json:"held_closed,omitempty"`
+}
+
+// StateFileStatus is the state file's side of a status report.
+type StateFileStatus struct {
+	Path         string `json:"path,omitempty"`
+	SaveFailures uint64 `json:"save_failures"`
+	// LastError is why the last save failed; empty once one succeeded.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // DoorStatus lists a door's live grants.
@@ -67,6 +84,9 @@ type GrantStatus struct {
 	// Origin is the cluster gateway the grant was made on; absent
 	// without a cluster.
 	Origin string `json:"origin,omitempty"`
+	// ConnsLeft is how many connections a max_connections grant still
+	// admits; 0 on a door without the limit.
+	ConnsLeft int `json:"conns_left,omitempty"`
 }
 
 // QueueSnapshot sums the counters of the queues the daemon serves, Queues
@@ -81,11 +101,14 @@ type QueueSnapshot struct {
 	ENOBUFS   uint64 `json:"enobufs"`
 }
 
-// ReloadOutcome is the answer to reload: the doors of the new policy and
-// the grants that ended with their door, as "door source".
+// ReloadOutcome is the answer to reload: the doors of the new policy, the
+// grants that ended with their door, as "door source", and the ports an
+// earlier policy protected that the new one does not, as "tcp/22": they
+// stay closed until restart.
 type ReloadOutcome struct {
-	Doors int      `json:"doors"`
-	Ended []string `json:"ended,omitempty"`
+	Doors      int      `json:"doors"`
+	Ended      []string `json:"ended,omitempty"`
+	HeldClosed []string `json:"held_closed,omitempty"`
 }
 
 // Handler is what the control socket serves; *Daemon implements it.
@@ -154,8 +177,8 @@ func handleControl(c *net.UnixConn, h Handler, log *slog.Logger) {
 	// The request is read before the caller is checked, so that a refused
 	// caller has sent it and reads the reason, rather than writing into a
 	// socket already closed (EPIPE).
-	line, err := bufio.NewReader(io.LimitReader(c, 64<<10)).ReadBytes('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
+	line, rerr := readRequestLine(c)
+	if rerr != nil && !errors.Is(rerr, errRequestTooLarge) {
 		return
 	}
 	// The file mode already keeps others out; the peer's credentials are
@@ -171,14 +194,47 @@ func handleControl(c *net.UnixConn, h Handler, log *slog.Logger) {
 		json.NewEncoder(c).Encode(Response{Error: "permission denied: only root may control knockgate"})
 		return
 	}
-	var req Request
 	resp := Response{}
-	if err := json.Unmarshal(line, &req); err != nil {
-		resp.Error = fmt.Sprintf("invalid request: %v", err)
-	} else {
+	req, err := decodeRequest(line)
+	switch {
+	case rerr != nil:
+		resp.Error = rerr.Error()
+	case err != nil:
+		resp.Error = err.Error()
+	default:
 		resp = dispatch(req, h)
 	}
 	json.NewEncoder(c).Encode(resp)
+}
+
+// maxRequest bounds a request line, newline included: the largest real one
+// (a revoke) is under 200 bytes, and a client must not make the daemon
+// buffer more.
+const maxRequest = 64 << 10
+
+var errRequestTooLarge = fmt.Errorf("invalid request: longer than %d bytes", maxRequest)
+
+// readRequestLine reads one request line, never more than maxRequest+1
+// bytes of r. A line cut short by the end of input is returned as it is; a
+// longer one is refused (errRequestTooLarge), never cut down and decoded.
+func readRequestLine(r io.Reader) ([]byte, error) {
+	line, err := bufio.NewReaderSize(io.LimitReader(r, maxRequest+1), 4096).ReadBytes('\n')
+	if len(line) > maxRequest {
+		return nil, errRequestTooLarge
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("failed to read request: %w", err)
+	}
+	return line, nil
+}
+
+// decodeRequest decodes a request line.
+func decodeRequest(line []byte) (Request, error) {
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		return Request{}, fmt.Errorf("invalid request: %w", err)
+	}
+	return req, nil
 }
 
 func dispatch(req Request, h Handler) Response {

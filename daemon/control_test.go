@@ -1,9 +1,13 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -190,4 +194,88 @@ func TestControlClientAsOtherUser(t *testing.T) {
 		t.Fatalf("status answered: %+v", st)
 	}
 	t.Log(err)
+}
+
+// A request longer than maxRequest is refused, not cut down to its first
+// maxRequest bytes and decoded: padded with blanks, a valid request
+// would otherwise be served.
+func TestControlRefusesOversizedRequest(t *testing.T) {
+	sock := startControl(t, &fakeControl{})
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	// The daemon answers before it has read all of it: the rest of the
+	// write may fail.
+	go c.Write([]byte(`{"op":"status"}` + strings.Repeat(" ", maxRequest) + "\n"))
+	var resp Response
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.OK || resp.Status != nil || !strings.Contains(resp.Error, "longer than 65536 bytes") {
+		t.Fatalf("oversized request answered %+v", resp)
+	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// FuzzControlRequest feeds the control socket's request decoder arbitrary
+// bytes: it never panics, never reads more than maxRequest+1 bytes,
+// refuses a line longer than maxRequest, and whatever it accepts is
+// dispatched and answered with a response that encodes.
+func FuzzControlRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"op":"status"}` + "\n",
+		`{"op":"revoke","door":"ssh","source":"198.51.100.7"}` + "\n",
+		`{"op":"revoke","door":"web","source":"2001:db8::1%eth0"}`,
+		`{"op":"reload"}` + "\n" + `{"op":"status"}` + "\n",
+		`{"op":"nope"}`, `{"op":`, "\n", "", `[1,2]`, `{"op":"status","door":null}`,
+		`{"op":"status"}` + strings.Repeat(" ", maxRequest) + "\n",
+		strings.Repeat("x", maxRequest+10),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := &countingReader{r: bytes.NewReader(data)}
+		line, err := readRequestLine(r)
+		if r.n > maxRequest+1 {
+			t.Fatalf("read %d bytes, bound %d", r.n, maxRequest+1)
+		}
+		first := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			first = data[:i+1]
+		}
+		if len(first) > maxRequest {
+			if !errors.Is(err, errRequestTooLarge) {
+				t.Fatalf("a %d-byte line: %v, want refused", len(first), err)
+			}
+			return
+		}
+		if err != nil || !bytes.Equal(line, first) {
+			t.Fatalf("line %q, %v; want %q", line, err, first)
+		}
+		req, err := decodeRequest(line)
+		if err != nil {
+			return
+		}
+		resp := dispatch(req, &fakeControl{})
+		if _, err := json.Marshal(resp); err != nil {
+			t.Fatalf("response to %q does not encode: %v", line, err)
+		}
+		if resp.OK == (resp.Error != "") {
+			t.Fatalf("response to %q: ok %v with error %q", line, resp.OK, resp.Error)
+		}
+	})
 }

@@ -62,6 +62,7 @@ type Daemon struct {
 	// clusterPushPull, when set, replaces memberlist's full-state
 	// exchange interval (tests).
 	clusterPushPull time.Duration
+	state           stateWriter
 }
 
 // generation is the policy the daemon runs, in one value: the loaded
@@ -128,7 +129,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if len(pol.Doors) == 0 {
 		d.log.Warn("the policy has no doors: every queued packet gets the unprotected verdict", "unprotected", pol.Unprotected.String())
 	}
-	d.restore(time.Now())
+	// Before any queue is bound: a state file that is no regular file, is
+	// one the policy names, or is another daemon's, stops the start here.
+	defer d.unlockState()
+	if err := d.restore(time.Now()); err != nil {
+		return err
+	}
 	stopCluster, err := d.startCluster(ctx)
 	if err != nil {
 		return err
@@ -192,7 +198,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); d.sweepLoop(ctx) }()
-	go func() { defer wg.Done(); d.persistLoop(ctx) }()
+	go func() { defer wg.Done(); d.persistLoop(ctx, allReady) }()
 	runDone := make(chan struct{})
 	go func() {
 		select {
@@ -229,7 +235,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	stop()
 	wg.Wait()
 	sdNotify("STOPPING=1")
-	d.save() // the latest grants, for the next start
+	// The latest grants, for the next start; but a daemon that never
+	// served its queues has nothing to say about them, and writing its
+	// view (a policy that lacks a door, say) would lose grants.
+	if ready() {
+		d.save()
+	}
 	if err != nil {
 		return err
 	}
@@ -276,10 +287,16 @@ func (d *Daemon) sweepLoop(ctx context.Context) {
 	}
 }
 
-// persistLoop writes the state file after every change of grants. It runs
+// persistLoop writes the state file after every change of grants, from
+// the moment the queues are ready (before, nothing was decided). It runs
 // apart from the verdict path, which only marks the state dirty, so a slow
 // disk never delays a verdict.
-func (d *Daemon) persistLoop(ctx context.Context) {
+func (d *Daemon) persistLoop(ctx context.Context, ready <-chan struct{}) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-ready:
+	}
 	for {
 		select {
 		case <-ctx.Done():

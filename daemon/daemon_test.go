@@ -122,11 +122,15 @@ func (s *syncBuffer) String() string {
 
 // settings is the gate block of every test policy: files in dir, and
 // tables a thousand entries large, which the race detector fills in
-// milliseconds rather than the defaults' seconds.
+// milliseconds rather than the defaults' seconds. The metrics endpoint is
+// off: on its default port, labs (of this test binary or of another run
+// on the machine) would fight over it.
 func settings(dir string, extra string) string {
-	return fmt.Sprintf("gate {\n  state_file = %q\n  control_socket = %q\n  max_sources = 1000\n  max_grants = 1000\n  max_replay = 1000\n%s}\n",
-		filepath.Join(dir, "state.json"), filepath.Join(dir, "kg.sock"), extra)
+	return fmt.Sprintf("gate {\n  state_file = %q\n  control_socket = %q\n  max_sources = 1000\n  max_grants = 1000\n  max_replay = 1000\n%s}\n%s",
+		filepath.Join(dir, "state.json"), filepath.Join(dir, "kg.sock"), extra, noMetrics)
 }
+
+const noMetrics = "metrics {\n  listen = \"\"\n}\n"
 
 // The doors of the test policies: knock two UDP ports, the first and the
 // next, and a TCP port opens for an hour.
@@ -312,10 +316,22 @@ func (q failingQueue) Run(context.Context, gate.Decider) error {
 }
 
 // The first queue that fails stops the others and the daemon, and Run says
-// why; the grants are saved all the same.
+// why. A daemon whose queues never all became ready writes no state file:
+// it decided nothing, and its view (a policy without a door that is live
+// elsewhere, say) would lose grants.
 func TestRunStopsWhenAQueueFails(t *testing.T) {
 	l := newLab(t)
 	l.writePolicy("  queue = 4\n  queues = 2\n", twoDoors)
+	now := time.Now()
+	saved := filepath.Join(l.dir, "state.json")
+	if err := saveState(saved, state{grants: []verdict.Grant{{Door: "gone", Source: netip.MustParseAddr("198.51.100.7"),
+		Opened: now, Until: now.Add(time.Hour)}}}, now, nil); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pol, err := rules.Load(l.policy)
 	if err != nil {
 		t.Fatal(err)
@@ -345,7 +361,7 @@ func TestRunStopsWhenAQueueFails(t *testing.T) {
 	if len(opened) != 2 || !opened[0].closed.Load() || !opened[1].closed.Load() {
 		t.Fatalf("queues not closed: %d opened", len(opened))
 	}
-	if _, err := os.Stat(filepath.Join(l.dir, "state.json")); err != nil {
-		t.Fatalf("no state saved: %v", err)
+	if after, err := os.ReadFile(saved); err != nil || !bytes.Equal(after, before) {
+		t.Fatalf("a daemon that never served its queues rewrote the state file (%v):\n%s", err, after)
 	}
 }

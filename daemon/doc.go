@@ -9,8 +9,11 @@
 //     sweep and persist loops.
 //   - observe.go: the log line and counters of each decision.
 //   - reload.go: Reload, where a re-read policy is swapped in.
-//   - state.go: the state file, where grants (with their expiry) and the
-//     SPA replay cache are saved to disk and restored at start.
+//   - state.go: the state file's format and checks, where grants (with
+//     their expiry and connections left) and the SPA replay cache are
+//     saved to disk and read back; statewriter.go: the daemon's saves and
+//     restore, what a failed save does; statelock.go: the lock that keeps
+//     a second daemon off the state file.
 //   - status.go, revoke.go: what knockgate status and revoke ask for.
 //   - control.go: the control socket's protocol and server; client.go: the
 //     client half the CLI uses.

@@ -22,6 +22,10 @@ func (d *Daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Durat
 	if dec.GrantEnded {
 		d.log.Info("grant used up", "door", dec.DoorName, "source", p.Src.String(), "by", "max_connections")
 		d.markDirty()
+	} else if dec.Reason == verdict.ReasonGranted && d.limitsConnections(dec.DoorName) {
+		// The grant has a connection fewer left, which the state file
+		// must keep: a kill -9 would otherwise give it back.
+		d.markDirty()
 	}
 	if dec.Banned {
 		d.log.Warn("source penalized: its knocks and SPA packets are ignored for a while", "source", p.Src.String(),
@@ -85,4 +89,17 @@ func doorNamed(p verdict.Policy, name string) (verdict.Door, bool) {
 		}
 	}
 	return verdict.Door{}, false
+}
+
+// limitsConnections reports whether the door named has max_connections. It
+// runs for each connection a grant admits, so it reads the engine's policy
+// without copying its doors.
+func (d *Daemon) limitsConnections(name string) bool {
+	doors := d.eng.Policy().Doors
+	for i := range doors {
+		if doors[i].Name == name {
+			return doors[i].MaxConnections > 0
+		}
+	}
+	return false
 }

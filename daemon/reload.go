@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/knockgate/knockgate/rules"
@@ -24,10 +26,30 @@ func (d *Daemon) Reload(by string) (*ReloadOutcome, error) {
 	if err != nil {
 		return fail(err)
 	}
+	// A policy with no door is valid but, loaded by mistake (an empty or
+	// truncated file), it would drop every knock; refused here, it leaves
+	// the running policy in force. At start it is only warned about.
+	for _, w := range pol.Warnings() {
+		if errors.Is(w, rules.ErrNoDoor) {
+			return fail(fmt.Errorf("%w; a reload to a policy without a door is refused (restart knockgate to run one)", w))
+		}
+	}
 	running := d.gen.Load().pol
+	if pol.StateFile != running.StateFile {
+		// The new state file is locked before anything changes: another
+		// daemon's is refused with the reload.
+		if err := d.switchState(pol.StateFile, pol.ProtectedFiles()); err != nil {
+			return fail(err)
+		}
+	}
 	d.keepCluster(pol, running)
 	ended, err := d.eng.Reload(pol.Policy, now)
 	if err != nil {
+		if pol.StateFile != running.StateFile {
+			if serr := d.switchState(running.StateFile, running.ProtectedFiles()); serr != nil {
+				d.log.Error("failed to take back the running policy's state file", "err", serr)
+			}
+		}
 		return fail(fmt.Errorf("failed to compile policy %s: %w", d.path, err))
 	}
 	for _, what := range rules.RestartOnlyChanges(running, pol) {
@@ -41,6 +63,15 @@ func (d *Daemon) Reload(by string) (*ReloadOutcome, error) {
 	for _, g := range ended {
 		d.log.Info("grant ended", "door", g.Door, "source", g.Source.String(), "by", "reload removed the door")
 		out.Ended = append(out.Ended, g.Door+" "+g.Source.String())
+	}
+	// Ports the running policy protected and the new one does not stay
+	// closed until a restart (the engine holds them): a reload never opens
+	// a port to everyone. The operator is told which.
+	for _, p := range d.eng.HeldClosed() {
+		out.HeldClosed = append(out.HeldClosed, p.String())
+	}
+	if len(out.HeldClosed) > 0 {
+		d.log.Warn("ports the new policy no longer protects stay closed until restart", "ports", strings.Join(out.HeldClosed, ","))
 	}
 	d.m.SetDoors(doorNames(pol.Policy))
 	d.m.Reloaded(true, now)

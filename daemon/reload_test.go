@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/knockgate/knockgate/rules"
 	"github.com/knockgate/knockgate/verdict"
 )
 
@@ -26,7 +29,7 @@ door "ftp" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.Doors != 2 || !same(out.Ended, []string{"web 198.51.100.8"}) {
+	if out.Doors != 2 || !same(out.Ended, []string{"web 198.51.100.8"}) || !same(out.HeldClosed, []string{"tcp/443"}) {
 		t.Fatalf("reload outcome %+v", out)
 	}
 	st := l.d.Status()
@@ -40,6 +43,12 @@ door "ftp" {
 		// tcp/443 is no longer any door's, but a reload never opens
 		// what the running policy protected: closed until restart.
 		t.Fatalf("port of the removed door: %v", dec)
+	}
+	if lines := l.logLines("ports the new policy no longer protects stay closed until restart"); len(lines) != 1 || lines[0]["ports"] != "tcp/443" {
+		t.Fatalf("held-closed lines %v", lines)
+	}
+	if st := l.d.Status(); !same(st.HeldClosed, []string{"tcp/443"}) {
+		t.Fatalf("status held closed: %v", st.HeldClosed)
 	}
 	eventually(t, "reload saved", func() bool { return same(l.savedGrants(), []string{"ssh 198.51.100.7"}) })
 	if lines := l.logLines("grant ended"); len(lines) != 1 || lines[0]["door"] != "web" {
@@ -68,6 +77,36 @@ func TestReloadRefusesInvalidPolicy(t *testing.T) {
 	}
 	if n := len(l.logLines("policy reload refused; the running policy stays")); n != 1 {
 		t.Fatalf("%d refusal lines, want 1", n)
+	}
+}
+
+// A policy without a door (an empty or truncated file) is refused on
+// reload, saying why; the running policy and its grants stay.
+func TestReloadRefusesPolicyWithoutDoor(t *testing.T) {
+	for name, body := range map[string]func(dir string) string{
+		"empty":     func(string) string { return "" },
+		"gate only": func(dir string) string { return settings(dir, "") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			l := startLab(t, "", twoDoors)
+			l.open("198.51.100.7", 7000)
+			if err := os.WriteFile(l.policy, []byte(body(l.dir)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := l.d.Reload("test")
+			if err == nil || !errors.Is(err, rules.ErrNoDoor) || !strings.Contains(err.Error(), "policy.hcl") {
+				t.Fatalf("reload to a policy without a door: %v", err)
+			}
+			if st := l.d.Status(); len(st.Doors) != 2 || !same(grants(st), []string{"ssh 198.51.100.7"}) {
+				t.Fatalf("status after the refusal: %+v", st)
+			}
+			if dec := l.qs[0].feed(t, syn("198.51.100.7", 22)); dec.Verdict != verdict.Accept {
+				t.Fatalf("grant after the refusal: %v", dec)
+			}
+			if dec := l.qs[0].feed(t, syn("198.51.100.9", 22)); dec.Verdict != verdict.Drop {
+				t.Fatalf("a stranger after the refusal: %v", dec)
+			}
+		})
 	}
 }
 

@@ -21,7 +21,7 @@ func TestStateRoundTrip(t *testing.T) {
 			Ports: []verdict.Port{{Proto: verdict.UDP, Num: 443}}},
 	}
 	replay := []verdict.ReplayEntry{{Key: [20]byte{1, 2, 3, 19: 20}, Until: now.Add(2 * time.Minute)}}
-	if err := saveState(path, state{grants: in, replay: replay}, now); err != nil {
+	if err := saveState(path, state{grants: in, replay: replay}, now, nil); err != nil {
 		t.Fatal(err)
 	}
 	st, err := loadState(path)
@@ -67,7 +67,7 @@ func TestStateCorrupt(t *testing.T) {
 			if _, err := loadState(path); !errors.Is(err, errCorruptState) {
 				t.Fatalf("loadState = %v, want errCorruptState", err)
 			}
-			to, err := setAside(path, time.Now())
+			to, err := setAside(path, time.Now(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

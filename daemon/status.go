@@ -16,12 +16,21 @@ func (d *Daemon) Status() *StatusReport {
 		TrackedSources: st.Sources, MaxSources: st.MaxSources,
 		Grants: st.Grants, MaxGrants: st.MaxGrants, Evictions: st.Evictions,
 	}
+	r.StateFile = StateFileStatus{Path: pol.StateFile, SaveFailures: d.state.failures.Load(), LastError: d.saveFailing()}
+	r.Health = "ok"
+	if r.StateFile.LastError != "" {
+		r.Health, r.Degraded = "degraded", "the state file cannot be saved: "+r.StateFile.LastError
+	}
+	for _, p := range d.eng.HeldClosed() {
+		r.HeldClosed = append(r.HeldClosed, p.String())
+	}
 	byDoor := map[string][]GrantStatus{}
 	origins := d.grantOrigins(now)
 	for _, g := range d.eng.Grants(now) {
 		byDoor[g.Door] = append(byDoor[g.Door], GrantStatus{
 			Source: g.Source, Opened: g.Opened.Round(0), Until: g.Until.Round(0), LeftSeconds: g.Until.Sub(now).Seconds(),
-			Origin: origins[grantID{g.Door, g.Source}],
+			Origin:    origins[grantID{g.Door, g.Source}],
+			ConnsLeft: g.ConnsLeft,
 		})
 	}
 	r.Cluster = d.clusterStatus()

@@ -16,7 +16,8 @@ import (
 )
 
 // A reload keeps grants and knocks in progress of doors that remain, a
-// removed door's grants end, and an invalid policy is refused with its
+// removed door's grants end (its port stays closed until restart), and an
+// invalid policy is refused with its
 // diagnostics while the running policy and its grants stay.
 func TestReloadKeepsGrants(t *testing.T) {
 	l := newLab(t)
@@ -47,8 +48,11 @@ door "gone"`, 1)
 	}
 	l.waitLog("policy reloaded", 5*time.Second, "by=SIGHUP")
 	l.waitLog("grant ended", time.Second, "door=ascending", "source="+v6.c1.String())
-	l.wantConnect("c1", v4.gwForC1, 22)   // grant kept
-	l.wantTimeout("c1", v6.gwForC1, 443)  // door gone, but a reload never opens a port the running policy protected: closed until restart
+	l.wantConnect("c1", v4.gwForC1, 22) // grant kept
+	// Door gone: 443 is no longer protected, but stays closed until
+	// restart, and the daemon says so.
+	l.wantTimeout("c1", v6.gwForC1, 443)
+	l.waitLog("stay closed until restart", time.Second, "ports=tcp/443")
 	l.knock("c2", v4, v4.gwForC2, "9000") // the rest of the sequence
 	l.wantConnect("c2", v4.gwForC2, 22)
 	l.wantTimeout("c1", v6.gwForC1, 80) // extra's port is protected now

@@ -15,7 +15,9 @@ import (
 
 // Handler serves /metrics from the registry, /-/healthy (200 while the
 // process answers at all) and /-/ready (200 when ready reports true, 503
-// otherwise; a nil ready is always ready).
+// otherwise; a nil ready is always ready). A ready daemon that is degraded
+// (Degraded) still answers 200, since it decides packets as it should, but
+// says "degraded" and why, for a probe that reads the body.
 func (m *Metrics) Handler(ready func() bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
@@ -35,6 +37,10 @@ func (m *Metrics) Handler(ready func() bool) http.Handler {
 		if ready != nil && !ready() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			io.WriteString(w, "not ready\n")
+			return
+		}
+		if why := m.Degraded(); why != "" {
+			io.WriteString(w, "degraded: "+why+"\n")
 			return
 		}
 		io.WriteString(w, "ready\n")

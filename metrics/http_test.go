@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -132,5 +135,33 @@ func TestServeStopsWithContext(t *testing.T) {
 			t.Fatal("still listening after the context was cancelled")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A failed save of the state file is counted, and readiness says degraded
+// (still 200: packets are decided as before) until a save succeeds.
+func TestStateSaveFailures(t *testing.T) {
+	m := New("v9", Sources{ProcPath: "testdata/does-not-exist"})
+	srv := httptest.NewServer(m.Handler(nil))
+	defer srv.Close()
+	m.StateSaved(nil)
+	m.StateSaved(errors.New("no space left on device"))
+	m.StateSaved(errors.New("no space left on device"))
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(`
+# HELP knockgate_state_save_failures_total Saves of the state file that failed: the grants they held will not survive a restart.
+# TYPE knockgate_state_save_failures_total counter
+knockgate_state_save_failures_total 2
+`), "knockgate_state_save_failures_total"); err != nil {
+		t.Error(err)
+	}
+	if code, body := get(t, srv.URL+"/-/ready"); code != 200 || body != "degraded: the state file cannot be saved: no space left on device\n" {
+		t.Errorf("/-/ready after a failed save: %d %q", code, body)
+	}
+	m.StateSaved(nil)
+	if code, body := get(t, srv.URL+"/-/ready"); code != 200 || body != "ready\n" {
+		t.Errorf("/-/ready after a save: %d %q", code, body)
+	}
+	if problems, err := testutil.CollectAndLint(m.saveFailures); err != nil || len(problems) != 0 {
+		t.Errorf("lint: %v %v", problems, err)
 	}
 }

@@ -121,8 +121,12 @@ type Metrics struct {
 	lastReloadOK prometheus.Gauge
 	lastReloadAt prometheus.Gauge
 
-	cluster     *clusterCollector
-	propagation prometheus.Histogram
+	cluster      *clusterCollector
+	propagation  prometheus.Histogram
+	saveFailures prometheus.Counter
+	// saveFailing holds why the last save of the state file failed, or
+	// nothing once one succeeded; readiness reports it as degraded.
+	saveFailing atomic.Pointer[string]
 }
 
 // New returns Metrics with a registry of its own holding knockgate's
@@ -185,6 +189,11 @@ func New(version string, src Sources) *Metrics {
 		Help: "Unix time of the last successful policy reload.",
 	})
 
+	m.saveFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "knockgate_state_save_failures_total",
+		Help: "Saves of the state file that failed: the grants they held will not survive a restart.",
+	})
+
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "knockgate_build_info",
 		Help:        "Always 1; the labels say which build of knockgate is running.",
@@ -196,7 +205,7 @@ func New(version string, src Sources) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.packetsVec, m.duration, m.knocks, m.grants,
-		m.reloads, m.lastReloadOK, m.lastReloadAt, buildInfo,
+		m.reloads, m.lastReloadOK, m.lastReloadAt, m.saveFailures, buildInfo,
 		newSourceCollector(src, m.doorNames),
 		m.cluster, m.propagation,
 	)
@@ -380,4 +389,32 @@ func (m *Metrics) Reloaded(ok bool, at time.Time) {
 	m.reloadOK.Inc()
 	m.lastReloadOK.Set(1)
 	m.lastReloadAt.Set(float64(at.Unix()) + float64(at.Nanosecond())/1e9)
+}
+
+// StateSaved records the outcome of a save of the state file: a failure
+// (err not nil) is counted, and readiness reports the daemon degraded until
+// a save succeeds again.
+func (m *Metrics) StateSaved(err error) {
+	if m == nil {
+		return
+	}
+	if err == nil {
+		m.saveFailing.Store(nil)
+		return
+	}
+	m.saveFailures.Inc()
+	msg := err.Error()
+	m.saveFailing.Store(&msg)
+}
+
+// Degraded says why the daemon works but not as it should (the last save
+// of the state file failed), or "" when all is well.
+func (m *Metrics) Degraded() string {
+	if m == nil {
+		return ""
+	}
+	if p := m.saveFailing.Load(); p != nil {
+		return "the state file cannot be saved: " + *p
+	}
+	return ""
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -371,8 +372,8 @@ func TestLint(t *testing.T) {
 			n++
 		}
 	}
-	if n != 27 {
-		t.Errorf("knockgate metric families = %d, want 27", n)
+	if n != 28 {
+		t.Errorf("knockgate metric families = %d, want 28", n)
 	}
 }
 
@@ -384,6 +385,10 @@ func TestNil(t *testing.T) {
 	m.GrantExpired("ssh")
 	m.GrantRevoked("ssh")
 	m.Reloaded(true, time.Now())
+	m.StateSaved(errors.New("full"))
+	if m.Degraded() != "" {
+		t.Error("a nil Metrics is degraded")
+	}
 }
 
 // Observe may run while a reload swaps the doors; run with -race.

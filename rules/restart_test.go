@@ -58,6 +58,8 @@ func TestKeepRestartOnly(t *testing.T) {
 // restart-only one that RestartOnlyChanges names: a new setting must be
 // sorted into one of the two here.
 func TestRestartOnlyCoversSettings(t *testing.T) {
+	// named (ProtectedFiles) follows the policy file as last loaded, as the
+	// daemon reads it at each save.
 	reloadable := []string{"Policy", "File", "StateFile", "named"}
 	// Cluster is partly both: its peers reload, the rest does not
 	// (KeepClusterRestartOnly, TestClusterRestartOnly).

@@ -38,6 +38,12 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		st.TrackedSources, st.MaxSources, st.Grants, st.MaxGrants, st.Evictions)
 	fmt.Fprintf(stdout, "packets: %d (accepted %d, dropped %d, malformed %d)\n\n",
 		st.Queue.Packets, st.Queue.Accepted, st.Queue.Dropped, st.Queue.Malformed)
+	if st.Degraded != "" {
+		fmt.Fprintf(stdout, "degraded: %s (%d failed saves)\n\n", st.Degraded, st.StateFile.SaveFailures)
+	}
+	if len(st.HeldClosed) > 0 {
+		fmt.Fprintf(stdout, "closed until restart (a reload stopped protecting them): %v\n\n", st.HeldClosed)
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
 	if st.Cluster != nil {
 		printCluster(tw, st.Cluster, st.Now)
@@ -124,6 +130,9 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "reloaded: %d door(s)", out.Doors)
 	if len(ended) > 0 {
 		fmt.Fprintf(stdout, "; grants ended with their doors: %v", ended)
+	}
+	if len(out.HeldClosed) > 0 {
+		fmt.Fprintf(stdout, "; no longer protected, closed until restart: %v", out.HeldClosed)
 	}
 	fmt.Fprintln(stdout)
 	return nil

@@ -92,3 +92,46 @@ func TestControlCommandsWithoutDaemon(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 }
+
+// degradedAnswers is a daemon whose state file cannot be saved and whose
+// last reload stopped protecting ports.
+type degradedAnswers struct{ daemonAnswers }
+
+func (f *degradedAnswers) Status() *daemon.StatusReport {
+	st := f.daemonAnswers.Status()
+	st.Health, st.Degraded = "degraded", "the state file cannot be saved: no space left on device"
+	st.StateFile = daemon.StateFileStatus{Path: "/var/lib/knockgate/state.json", SaveFailures: 3, LastError: "no space left on device"}
+	st.HeldClosed = []string{"tcp/8443"}
+	return st
+}
+
+func (f *degradedAnswers) Reload(string) (*daemon.ReloadOutcome, error) {
+	return &daemon.ReloadOutcome{Doors: 1, HeldClosed: []string{"tcp/8443", "udp/8443"}}, nil
+}
+
+// status says the daemon is degraded and which ports a reload left closed;
+// reload lists the ports it stopped protecting.
+func TestControlCommandsDegraded(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "kg.sock")
+	ln, err := daemon.ListenControl(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go daemon.ServeControl(ctx, ln, &degradedAnswers{}, slog.New(slog.DiscardHandler))
+
+	code, out, errOut := runMain(t, "status", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "degraded: the state file cannot be saved: no space left on device (3 failed saves)") ||
+		!strings.Contains(out, "closed until restart") || !strings.Contains(out, "tcp/8443") {
+		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = runMain(t, "status", "--socket", sock, "--json")
+	if code != 0 || !strings.Contains(out, `"health": "degraded"`) || !strings.Contains(out, `"save_failures": 3`) {
+		t.Fatalf("status --json: exit %d\n%s", code, out)
+	}
+	code, out, _ = runMain(t, "reload", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "closed until restart: [tcp/8443 udp/8443]") {
+		t.Fatalf("reload: exit %d\n%s", code, out)
+	}
+}
