@@ -23,6 +23,11 @@ type compiler struct {
 	dir   string
 	src   []byte
 	diags hcl.Diagnostics
+	// named lists the files the policy names (itself, keys and secret
+	// files), which the state file must not be; stateFile is where the
+	// policy sets the state file, if it does.
+	named     []namedFile
+	stateFile *hcl.Attribute
 }
 
 // text gives the source text of r, shortened, for quoting a value as it was
@@ -139,5 +144,7 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 	for _, d := range doors {
 		p.Doors = append(p.Doors, d.door)
 	}
+	c.stateFileNamed(p.StateFile, c.stateFile)
+	p.named = c.named
 	return p
 }

@@ -24,22 +24,29 @@ type Engine struct {
 	// evictedBefore carries the evictions of generations a reload
 	// retired, so the counter never goes back. Guarded by ctl.
 	evictedBefore uint64
+	// penaltyFullBefore does the same for shard.penaltyFull.
+	penaltyFullBefore uint64
+	// everProtected is every port a policy since NewEngine protected, so
+	// a reload can keep them closed (hold). Guarded by ctl.
+	everProtected portSet
+	// spare is the lookup tables of the policy a reload retired, for the
+	// next reload to compile into. Guarded by ctl.
+	spare *portTables
 }
 
 // NewEngine compiles p into lookup tables. now anchors the engine's clock:
 // all later times are measured from it, with the monotonic reading when
 // now has one, so a wall-clock step cannot stretch or cut a grant.
 func NewEngine(p Policy, now time.Time) (*Engine, error) {
-	c, err := compile(p)
+	c, err := compile(p, nil)
 	if err != nil {
 		return nil, err
 	}
 	e := &Engine{epoch: now}
-	e.gen.Store(newGeneration(c))
+	e.hold(c)
+	e.gen.Store(newGeneration(c, nil))
 	return e, nil
 }
 
 // Policy returns the policy the engine enforces.
 func (e *Engine) Policy() Policy { return e.gen.Load().c.policy }
-
-func (e *Engine) nanos(now time.Time) int64 { return int64(now.Sub(e.epoch)) }
