@@ -17,10 +17,10 @@ import (
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", "[--socket PATH] [--json]",
-		"Show the running daemon's live grants per door, with source and time\nleft, and how many sources have a knock in progress.", stderr)
+		"Show the running daemon's live grants per door, with source and time\nleft, and how many sources have a knock in progress.", stdout, stderr)
 	socket := fs.String("socket", rules.DefaultControlSocket, "control socket `path` of the daemon")
 	asJSON := fs.Bool("json", false, "print the raw JSON report")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	st, err := daemon.Client{Socket: *socket}.Status()
@@ -53,16 +53,15 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 
 func cmdRevoke(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("revoke", "--door NAME --source ADDR [--socket PATH]",
-		"End a source's grant for a door at once. New connections from it are\ndropped; connections already open carry on.", stderr)
+		"End a source's grant for a door at once. New connections from it are\ndropped; connections already open carry on.", stdout, stderr)
 	door := fs.String("door", "", "door `name`")
 	source := fs.String("source", "", "source `address` whose grant to end")
 	socket := fs.String("socket", rules.DefaultControlSocket, "control socket `path` of the daemon")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	if *door == "" || *source == "" {
-		fs.Usage()
-		return errUsage
+	if err := requireFlags(map[string]string{"door": *door, "source": *source}); err != nil {
+		return err
 	}
 	revoked, err := daemon.Client{Socket: *socket}.Revoke(*door, *source)
 	if err != nil {
@@ -80,9 +79,9 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("reload", "[--socket PATH]",
 		"Make the daemon re-read its policy, as SIGHUP does. Grants and knocks in\n"+
 			"progress of doors that still exist are kept. An invalid policy is\n"+
-			"refused with its diagnostics and the running policy stays.", stderr)
+			"refused with its diagnostics and the running policy stays.", stdout, stderr)
 	socket := fs.String("socket", rules.DefaultControlSocket, "control socket `path` of the daemon")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	out, err := daemon.Client{Socket: *socket}.Reload()

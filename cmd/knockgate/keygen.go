@@ -26,7 +26,7 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 			"  knockgate keygen --server gw.example.net --access tcp/22\n"+
 			"  (umask 077; knockgate keygen --quiet > /etc/knockgate/nas.keys)\n\n"+
 			"With --kind totp it prints a secret for a door's totp block instead, as\n"+
-			"TOTP_SECRET_BASE64: … (32 random bytes), which is also a secret_file.", stderr)
+			"TOTP_SECRET_BASE64: … (32 random bytes), which is also a secret_file.", stdout, stderr)
 	kind := fs.String("kind", "spa", "`kind` of secret: spa (fwknop-compatible keys) or totp (a secret for a door's totp block)")
 	digestName := fs.String("hmac-digest", "sha256", "HMAC `digest`: md5, sha1, sha256, sha384, sha512, sha3_256 or sha3_512; sets the HMAC key size as fwknop does")
 	quiet := fs.Bool("quiet", false, "print only the KEY_BASE64 and HMAC_KEY_BASE64 lines")
@@ -34,11 +34,8 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 	portFlag := fs.String("port", "udp/62201", "the door's SPA `port`, for both snippets")
 	var access portList
 	fs.Var(&access, "access", "comma-separated `ports` to ask for, for the .fwknoprc stanza (default tcp/22)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	switch *kind {
 	case "spa":

@@ -32,7 +32,10 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{[]string{"run", "--help"}, 0, "Usage: knockgate run --config FILE"},
 		{[]string{"knock", "--help"}, 0, "knockgate knock 198.51.100.1 tcp/7000"},
 		{[]string{"rules", "--nope"}, 2, "flag provided but not defined"},
-		{[]string{"knock"}, 2, "Usage: knockgate knock"},
+		{[]string{"knock"}, 2, "missing HOST"},
+		{[]string{"revoke", "--door", "ssh"}, 2, "missing --source"},
+		{[]string{"sequence"}, 2, "missing --door"},
+		{[]string{"spa"}, 2, "missing HOST"},
 		{[]string{"knock", "192.0.2.1"}, 1, "no ports to knock on"},
 		{[]string{"knock", "192.0.2.1", "tcp/0"}, 1, `port "0" is not a number from 1 to 65535`},
 		{[]string{"knock", "--door", "ssh", "192.0.2.1", "tcp/1"}, 1, "either --door or ports"},
@@ -154,5 +157,66 @@ func TestProcsFor(t *testing.T) {
 		if got := procsFor(tc.queues, tc.current); got != tc.want {
 			t.Errorf("procsFor(%d, %d) = %d, want %d", tc.queues, tc.current, got, tc.want)
 		}
+	}
+}
+
+// TestValidateEveryFile: validate checks each file it is given, and the
+// --config one, and fails when any of them is invalid; a policy without a
+// door is valid but warned about.
+func TestValidateEveryFile(t *testing.T) {
+	const good = "../../contrib/examples/minimal.hcl"
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.hcl")
+	if err := os.WriteFile(bad, []byte("door \"ssh\" {\n  sequence = [\"tcp/70000\"]\n  open = [\"tcp/22\"]\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty.hcl")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args     []string
+		code     int
+		out, err []string
+	}{
+		{[]string{"validate", bad}, 1, nil, []string{bad + ":2:"}},
+		{[]string{"validate", "--config", good, bad}, 1, []string{good + ": valid"}, []string{bad + ":2:", "1 of 2 policies invalid"}},
+		{[]string{"validate", good, good}, 0, []string{good + ": valid"}, nil},
+		{[]string{"validate", empty}, 0, []string{empty + ": valid, 0 door(s)"}, []string{"warning: ", "has no door"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, stdout, stderr := runMain(t, tt.args...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d:\n%s%s", code, tt.code, stdout, stderr)
+			}
+			for _, w := range tt.out {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("stdout lacks %q:\n%s", w, stdout)
+				}
+			}
+			for _, w := range tt.err {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr)
+				}
+			}
+		})
+	}
+}
+
+// TestNoSilentArguments: a command that takes no arguments refuses them
+// with exit 2 and names the argument, rather than ignoring it.
+func TestNoSilentArguments(t *testing.T) {
+	for _, args := range [][]string{
+		{"run", "extra"}, {"sequence", "--door", "ssh", "extra"}, {"status", "extra"},
+		{"revoke", "--door", "ssh", "--source", "192.0.2.1", "extra"}, {"reload", "extra"},
+		{"version", "extra"}, {"keygen", "extra"}, {"rules", "extra"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			code, stdout, stderr := runMain(t, args...)
+			if code != 2 || !strings.Contains(stderr, `unexpected argument "extra"`) {
+				t.Fatalf("exit %d, output:\n%s%s\nwant exit 2 naming the argument", code, stdout, stderr)
+			}
+		})
 	}
 }

@@ -21,11 +21,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 			"Signals: SIGHUP re-reads the policy (grants and knocks in progress of\n"+
 			"doors that remain are kept; an invalid policy is refused and the running\n"+
 			"one stays); SIGINT and SIGTERM stop the daemon. Grants are saved to the\n"+
-			"policy's state_file and restored on start.", stderr)
+			"policy's state_file and restored on start.", stdout, stderr)
 	config := fs.String("config", "/etc/knockgate/policy.hcl", "policy `file`")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug (every knock), info, warn or error")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	logger, err := newLogger(stderr, *logFormat, *logLevel)
