@@ -45,7 +45,7 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{[]string{"rules", "--queue", "70000"}, 1, "invalid --queue 70000"},
 		{[]string{"rules", "--dnat", "tcp/2222"}, 2, "proto/port=address:port"},
 		{[]string{"run", "--config", "/nonexistent/policy.hcl"}, 1, "/nonexistent/policy.hcl"},
-		{[]string{"run", "--log-format", "xml"}, 1, `invalid --log-format "xml"`},
+		{[]string{"run", "--log-format", "xml"}, 2, `invalid --log-format "xml"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -218,5 +218,55 @@ func TestNoSilentArguments(t *testing.T) {
 				t.Fatalf("exit %d, output:\n%s%s\nwant exit 2 naming the argument", code, stdout, stderr)
 			}
 		})
+	}
+}
+
+// TestConventions: --version and -v print the version, help CMD prints
+// that command's help, --help of every command goes to stdout with exit
+// 0, and usage errors exit 2 naming the bad flag or value.
+func TestConventions(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"-v"}, {"version"}} {
+		if code, out, _ := runMain(t, args...); code != 0 || out != "knockgate dev\n" {
+			t.Errorf("%v: exit %d, stdout %q", args, code, out)
+		}
+	}
+	for _, c := range commands() {
+		for _, args := range [][]string{{"help", c.name}, {c.name, "--help"}, {c.name, "-h"}} {
+			code, out, errOut := runMain(t, args...)
+			if code != 0 || !strings.HasPrefix(out, "Usage: knockgate "+c.name) || errOut != "" {
+				t.Errorf("%v: exit %d, stdout %q, stderr %q; want its usage on stdout, exit 0", args, code, out, errOut)
+			}
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--log-level", "loud"}, `invalid --log-level "loud": want debug, info, warn or error`},
+		{[]string{"run", "--log-format", "xml"}, `invalid --log-format "xml": want text, json or journal`},
+		{[]string{"status", "--nope"}, "flag provided but not defined: -nope"},
+		{[]string{"help", "bogus"}, `unknown command "bogus"`},
+	} {
+		if code, out, errOut := runMain(t, tt.args...); code != 2 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 2 and %q", tt.args, code, out, errOut, tt.want)
+		}
+	}
+}
+
+// TestJournalLog: the journal format carries the level as a syslog
+// priority and no timestamp, which the journal adds itself.
+func TestJournalLog(t *testing.T) {
+	var b bytes.Buffer
+	log, err := newLogger(&b, "journal", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Debug("hidden")
+	log.Info("grant opened", "door", "ssh")
+	log.With("queue", 0).Warn("slow")
+	log.Error("failed")
+	want := "<6>level=INFO msg=\"grant opened\" door=ssh\n<4>level=WARN msg=slow queue=0\n<3>level=ERROR msg=failed\n"
+	if b.String() != want {
+		t.Fatalf("journal lines:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
