@@ -81,6 +81,9 @@ type QueueSnapshot struct {
 type ReloadOutcome struct {
 	Doors int      `json:"doors"`
 	Ended []string `json:"ended,omitempty"`
+	// RestartOnly names the changed settings that wait for a restart
+	// (rules.RestartOnlyChanges): the daemon runs on with the old values.
+	RestartOnly []string `json:"restart_only,omitempty"`
 }
 
 // Handler is what the control socket serves; *Daemon implements it.

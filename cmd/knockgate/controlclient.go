@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -15,6 +16,29 @@ import (
 // The operator's commands for a running daemon: each sends one request
 // over the control socket (daemon.Client) and prints the answer.
 
+// Exit statuses of the control commands beyond 0 (done), 1 (the daemon
+// refused, or another failure) and 2 (usage): a script must tell "no
+// daemon" from "the daemon said no".
+const (
+	exitNoDaemon = 3 // no daemon answered on the socket
+	exitNoAnswer = 4 // a daemon took the request but its answer never came
+)
+
+// controlError turns a daemon.Client error into the command's error and
+// exit status.
+func controlError(err error, stderr io.Writer, cmd string) error {
+	var refused *daemon.RefusedError
+	switch {
+	case errors.As(err, &refused):
+		return err
+	case errors.Is(err, daemon.ErrNoDaemon):
+		fmt.Fprintf(stderr, "knockgate %s: %v\n", cmd, err)
+		return exitError{exitNoDaemon}
+	}
+	fmt.Fprintf(stderr, "knockgate %s: %v\n", cmd, err)
+	return exitError{exitNoAnswer}
+}
+
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", "[--socket PATH] [--json]",
 		"Show the running daemon's live grants per door, with source and time\nleft, and how many sources have a knock in progress.", stdout, stderr)
@@ -25,7 +49,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	st, err := daemon.Client{Socket: *socket}.Status()
 	if err != nil {
-		return err
+		return controlError(err, stderr, "status")
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -65,7 +89,7 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) error {
 	}
 	revoked, err := daemon.Client{Socket: *socket}.Revoke(*door, *source)
 	if err != nil {
-		return err
+		return controlError(err, stderr, "revoke")
 	}
 	if revoked {
 		fmt.Fprintf(stdout, "revoked %s's grant for door %q\n", *source, *door)
@@ -79,14 +103,21 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("reload", "[--socket PATH]",
 		"Make the daemon re-read its policy, as SIGHUP does. Grants and knocks in\n"+
 			"progress of doors that still exist are kept. An invalid policy is\n"+
-			"refused with its diagnostics and the running policy stays.", stdout, stderr)
+			"refused with its diagnostics and the running policy stays. Changed\n"+
+			"settings that wait for a restart (queue, sockets, fail_open) are named.\n\n"+
+			"Exit status: 0 reloaded, 1 refused (the running policy stays), 2 usage,\n"+
+			"3 no daemon answered on the socket, 4 the daemon's answer never came.", stdout, stderr)
 	socket := fs.String("socket", rules.DefaultControlSocket, "control socket `path` of the daemon")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	out, err := daemon.Client{Socket: *socket}.Reload()
-	if err != nil {
+	var refused *daemon.RefusedError
+	if errors.As(err, &refused) {
 		return fmt.Errorf("reload refused, the running policy stays:\n%w", err)
+	}
+	if err != nil {
+		return controlError(err, stderr, "reload")
 	}
 	ended := out.Ended
 	sort.Strings(ended)
@@ -95,5 +126,8 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "; grants ended with their doors: %v", ended)
 	}
 	fmt.Fprintln(stdout)
+	for _, what := range out.RestartOnly {
+		fmt.Fprintf(stdout, "warning: %s changed, but takes effect at the next restart: the daemon runs on with the old value\n", what)
+	}
 	return nil
 }

@@ -39,7 +39,7 @@ func (f *daemonAnswers) Reload(string) (*daemon.ReloadOutcome, error) {
 	if f.fail != nil {
 		return nil, f.fail
 	}
-	return &daemon.ReloadOutcome{Doors: 2, Ended: []string{"old 192.0.2.9"}}, nil
+	return &daemon.ReloadOutcome{Doors: 2, Ended: []string{"old 192.0.2.9"}, RestartOnly: []string{"queue"}}, nil
 }
 
 func TestControlCommands(t *testing.T) {
@@ -76,7 +76,8 @@ func TestControlCommands(t *testing.T) {
 	}
 
 	code, out, _ = runMain(t, "reload", "--socket", sock)
-	if code != 0 || !strings.Contains(out, "reloaded: 2 door(s)") || !strings.Contains(out, "old 192.0.2.9") {
+	if code != 0 || !strings.Contains(out, "reloaded: 2 door(s)") || !strings.Contains(out, "old 192.0.2.9") ||
+		!strings.Contains(out, "warning: queue changed, but takes effect at the next restart") {
 		t.Fatalf("reload: exit %d\n%s", code, out)
 	}
 	f.fail = errors.New("p.hcl:3:5: bad port")
@@ -86,9 +87,17 @@ func TestControlCommands(t *testing.T) {
 	}
 }
 
+// Without a daemon the commands say that none answered, with an exit
+// status of their own, and never that the daemon refused.
 func TestControlCommandsWithoutDaemon(t *testing.T) {
-	code, _, errOut := runMain(t, "status", "--socket", filepath.Join(t.TempDir(), "none.sock"))
-	if code != 1 || !strings.Contains(errOut, "is knockgate running") {
-		t.Fatalf("exit %d: %s", code, errOut)
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, args := range [][]string{
+		{"status", "--socket", sock}, {"reload", "--socket", sock},
+		{"revoke", "--socket", sock, "--door", "ssh", "--source", "192.0.2.1"},
+	} {
+		code, _, errOut := runMain(t, args...)
+		if code != exitNoDaemon || !strings.Contains(errOut, "no daemon answered") || strings.Contains(errOut, "refused") {
+			t.Errorf("%v: exit %d: %s", args, code, errOut)
+		}
 	}
 }
