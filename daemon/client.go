@@ -45,6 +45,16 @@ func (c Client) Revoke(door, source string) (bool, error) {
 	return resp.Revoked, nil
 }
 
+// Unban asks the daemon to lift source's ban; it reports whether the
+// source was banned.
+func (c Client) Unban(source string) (bool, error) {
+	resp, err := c.call(Request{Op: "unban", Source: source})
+	if err != nil {
+		return false, err
+	}
+	return resp.Unbanned, nil
+}
+
 // Reload asks the daemon to re-read its policy. A refused policy's
 // diagnostics are the error.
 func (c Client) Reload() (*ReloadOutcome, error) {

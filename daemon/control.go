@@ -22,18 +22,19 @@ import (
 
 // Request is what a client asks of the daemon.
 type Request struct {
-	Op     string `json:"op"` // status, revoke, reload
+	Op     string `json:"op"` // status, revoke, reload, unban
 	Door   string `json:"door,omitempty"`
 	Source string `json:"source,omitempty"`
 }
 
 // Response is the daemon's answer; Error is set when OK is not.
 type Response struct {
-	OK      bool           `json:"ok"`
-	Error   string         `json:"error,omitempty"`
-	Revoked bool           `json:"revoked,omitempty"`
-	Status  *StatusReport  `json:"status,omitempty"`
-	Reload  *ReloadOutcome `json:"reload,omitempty"`
+	OK       bool           `json:"ok"`
+	Error    string         `json:"error,omitempty"`
+	Revoked  bool           `json:"revoked,omitempty"`
+	Unbanned bool           `json:"unbanned,omitempty"`
+	Status   *StatusReport  `json:"status,omitempty"`
+	Reload   *ReloadOutcome `json:"reload,omitempty"`
 }
 
 // StatusReport is the answer to status (knockgate status --json prints it).
@@ -48,6 +49,17 @@ type StatusReport struct {
 	Evictions      uint64        `json:"evictions"`
 	Doors          []DoorStatus  `json:"doors"`
 	Queue          QueueSnapshot `json:"queue"`
+	// Node names this gateway, the origin of the grants it made.
+	Node string `json:"node"`
+	// Bans are the sources in the penalty box; Knocks counts the knock
+	// sequences in progress per door, and Progress lists them per source.
+	Bans     []BanStatus      `json:"bans"`
+	Knocks   []KnockCount     `json:"knocks"`
+	Progress []ProgressStatus `json:"progress"`
+	// Degraded names what works less than it should while packets are
+	// still decided (a metrics listener that could not bind); empty when
+	// all is well.
+	Degraded []string `json:"degraded"`
 }
 
 // DoorStatus lists a door's live grants.
@@ -62,6 +74,15 @@ type GrantStatus struct {
 	Opened      time.Time  `json:"opened"`
 	Until       time.Time  `json:"until"`
 	LeftSeconds float64    `json:"left_seconds"`
+	// Ports are the ports the grant opens: the door's after a knock, those
+	// asked for after an SPA packet.
+	Ports []string `json:"ports"`
+	// ConnsLeft is how many new connections the grant still admits; 0 on
+	// a door without max_connections, which has no limit.
+	ConnsLeft int `json:"connections_left"`
+	// Origin is the gateway that made the grant (StatusReport.Node for
+	// this one's own).
+	Origin string `json:"origin"`
 }
 
 // QueueSnapshot sums the counters of the queues the daemon serves, Queues
@@ -91,6 +112,7 @@ type Handler interface {
 	Status() *StatusReport
 	Revoke(door string, src netip.Addr) (bool, error)
 	Reload(by string) (*ReloadOutcome, error)
+	Unban(src netip.Addr) bool
 }
 
 // ListenControl creates the control socket, readable and writable by the
@@ -193,6 +215,12 @@ func dispatch(req Request, h Handler) Response {
 			return Response{Error: err.Error()}
 		}
 		return Response{OK: true, Revoked: live}
+	case "unban":
+		src, err := netip.ParseAddr(req.Source)
+		if err != nil {
+			return Response{Error: fmt.Sprintf("invalid source %q: %v", req.Source, err)}
+		}
+		return Response{OK: true, Unbanned: h.Unban(src)}
 	case "reload":
 		out, err := h.Reload("control socket")
 		if err != nil {

@@ -56,6 +56,14 @@ type Daemon struct {
 	// dirty wakes the state writer; it holds at most one wake-up, so a
 	// burst of grants costs one write.
 	dirty chan struct{}
+
+	// node names this gateway in status (the origin of its grants).
+	node string
+	// metricsErr is why the metrics endpoint is not listening, if it is
+	// not (metricslisten.go); metricsRetry the first wait before a retry
+	// (metricsRetryFirst when 0).
+	metricsErr   atomic.Pointer[string]
+	metricsRetry time.Duration
 }
 
 // generation is the policy the daemon runs, in one value: the loaded
@@ -81,6 +89,9 @@ func New(cfg Config) (*Daemon, error) {
 	d.gen.Store(&generation{pol: pol})
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
+	}
+	if d.node, err = os.Hostname(); err != nil {
+		d.node = "this gateway"
 	}
 	if d.open == nil {
 		d.open = openGate
@@ -167,9 +178,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	if pol.MetricsListen != "" {
-		if err := metrics.Serve(ctx, pol.MetricsListen, d.m.Handler(ready), d.log); err != nil {
-			return err
-		}
+		d.serveMetrics(ctx, pol.MetricsListen, d.m.Handler(ready))
 	}
 	ln, err := ListenControl(pol.ControlSocket)
 	if err != nil {

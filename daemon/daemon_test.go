@@ -96,6 +96,9 @@ type lab struct {
 	logs   *syncBuffer
 	cancel context.CancelFunc
 	done   chan error
+	// metricsRetry, when set, is the daemon's first wait before it
+	// retries a metrics listener.
+	metricsRetry time.Duration
 }
 
 // syncBuffer is a log sink that the daemon's goroutines and the test may
@@ -189,6 +192,7 @@ func (l *lab) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.d.metricsRetry = l.metricsRetry
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel, l.done = cancel, make(chan error, 1)
 	go func() { l.done <- l.d.Run(ctx) }()

@@ -16,14 +16,32 @@ func (d *Daemon) Status() *StatusReport {
 		TrackedSources: st.Sources, MaxSources: st.MaxSources,
 		Grants: st.Grants, MaxGrants: st.MaxGrants, Evictions: st.Evictions,
 	}
+	r.Node = d.node
+	r.Doors = []DoorStatus{}
+	r.Degraded = d.degraded()
 	byDoor := map[string][]GrantStatus{}
 	for _, g := range d.eng.Grants(now) {
-		byDoor[g.Door] = append(byDoor[g.Door], GrantStatus{
+		ports := g.Ports
+		if ports == nil {
+			if door, ok := doorNamed(pol.Policy, g.Door); ok {
+				ports = door.Open
+			}
+		}
+		gs := GrantStatus{
 			Source: g.Source, Opened: g.Opened.Round(0), Until: g.Until.Round(0), LeftSeconds: g.Until.Sub(now).Seconds(),
-		})
+			Ports: []string{}, ConnsLeft: g.ConnsLeft, Origin: d.node,
+		}
+		for _, p := range ports {
+			gs.Ports = append(gs.Ports, p.String())
+		}
+		byDoor[g.Door] = append(byDoor[g.Door], gs)
 	}
+	d.inspect(r, pol.Doors, now)
 	for _, door := range pol.Doors {
 		gs := byDoor[door.Name]
+		if gs == nil {
+			gs = []GrantStatus{}
+		}
 		sort.Slice(gs, func(i, j int) bool { return gs[i].Source.Less(gs[j].Source) })
 		r.Doors = append(r.Doors, DoorStatus{Name: door.Name, Grants: gs})
 	}

@@ -42,6 +42,8 @@ func (f *daemonAnswers) Reload(string) (*daemon.ReloadOutcome, error) {
 	return &daemon.ReloadOutcome{Doors: 2, Ended: []string{"old 192.0.2.9"}, RestartOnly: []string{"queue"}}, nil
 }
 
+func (f *daemonAnswers) Unban(src netip.Addr) bool { return src == netip.MustParseAddr("203.0.113.9") }
+
 func TestControlCommands(t *testing.T) {
 	f := &daemonAnswers{}
 	sock := filepath.Join(t.TempDir(), "kg.sock")
