@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"sort"
+	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -40,54 +45,199 @@ func controlError(err error, stderr io.Writer, cmd string) error {
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", "[--socket PATH] [--json]",
-		"Show the running daemon's live grants per door, with source and time\nleft, and how many sources have a knock in progress.", stdout, stderr)
-	socket := fs.String("socket", rules.DefaultControlSocket, "control socket `path` of the daemon")
+	fs := newFlags("status", "[--socket PATH | --config FILE] [--json] [--verbose] [--watch SECONDS]",
+		"Show the running daemon's live grants per door (source, ports, time left,\n"+
+			"connections left, the gateway that made it), the penalty box (banned\n"+
+			"sources and when their ban ends) and the knocks in progress per door\n"+
+			"(per source with --verbose). --watch redraws it in place every SECONDS\n"+
+			"until interrupted.", stdout, stderr)
+	socket := fs.String("socket", "", "control socket `path` of the daemon (default: the policy's control_socket, else "+rules.DefaultControlSocket+")")
+	config := fs.String("config", "", "policy `file` to read control_socket from")
 	asJSON := fs.Bool("json", false, "print the raw JSON report")
+	verbose := fs.Bool("verbose", false, "list every source with a knock in progress")
+	watch := fs.Int("watch", 0, "redraw every `seconds` until interrupted (0: print once)")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	st, err := daemon.Client{Socket: *socket}.Status()
+	if *watch < 0 {
+		return usageErrorf("invalid --watch %d: want a number of seconds, at least 1", *watch)
+	}
+	path, err := socketPath(*socket, *config, stderr)
 	if err != nil {
-		return controlError(err, stderr, "status")
+		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+	c := daemon.Client{Socket: path}
+	show := func() error {
+		st, err := c.Status()
+		if err != nil {
+			return controlError(err, stderr, "status")
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		}
+		return printStatus(stdout, st, *verbose)
 	}
-	fmt.Fprintf(stdout, "knockgate %s, policy %s, queue %s\n", st.Version, st.Policy, rules.QueueRange(st.Queue.Queue, st.Queue.Queues))
-	fmt.Fprintf(stdout, "sources with a knock in progress: %d of %d; grants: %d of %d; evictions: %d\n",
+	if *watch == 0 {
+		return show()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return watchLoop(ctx, stdout, time.Duration(*watch)*time.Second, show)
+}
+
+// watchLoop clears the terminal and redraws with show every period until
+// ctx is done; an error of show ends it.
+func watchLoop(ctx context.Context, stdout io.Writer, period time.Duration, show func() error) error {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		// Home the cursor and clear the screen: the report redraws in
+		// place, as watch(1) does.
+		io.WriteString(stdout, "\x1b[H\x1b[2J")
+		if err := show(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// socketPath is the control socket to use: --socket, else the --config
+// policy's control_socket, else the default.
+func socketPath(socket, config string, stderr io.Writer) (string, error) {
+	switch {
+	case socket != "" && config != "":
+		return "", usageErrorf("--socket and --config exclude each other: the socket is either given or read from the policy")
+	case socket != "":
+		return socket, nil
+	case config != "":
+		p, err := loadPolicy(config, stderr)
+		if err != nil {
+			return "", err
+		}
+		return p.ControlSocket, nil
+	}
+	return rules.DefaultControlSocket, nil
+}
+
+// printStatus prints a status report for a person.
+func printStatus(w io.Writer, st *daemon.StatusReport, verbose bool) error {
+	fmt.Fprintf(w, "knockgate %s on %s, policy %s, queue %s\n", st.Version, st.Node, st.Policy, rules.QueueRange(st.Queue.Queue, st.Queue.Queues))
+	for _, why := range st.Degraded {
+		fmt.Fprintf(w, "DEGRADED: %s\n", why)
+	}
+	fmt.Fprintf(w, "sources with a knock in progress: %d of %d; grants: %d of %d; evictions: %d\n",
 		st.TrackedSources, st.MaxSources, st.Grants, st.MaxGrants, st.Evictions)
-	fmt.Fprintf(stdout, "packets: %d (accepted %d, dropped %d, malformed %d)\n\n",
+	fmt.Fprintf(w, "packets: %d (accepted %d, dropped %d, malformed %d)\n\n",
 		st.Queue.Packets, st.Queue.Accepted, st.Queue.Dropped, st.Queue.Malformed)
-	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "DOOR\tSOURCE\tLEFT\tUNTIL")
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "DOOR\tSOURCE\tPORTS\tLEFT\tUNTIL\tCONNS LEFT\tORIGIN")
 	for _, d := range st.Doors {
 		if len(d.Grants) == 0 {
-			fmt.Fprintf(tw, "%s\t-\t\t\n", d.Name)
+			fmt.Fprintf(tw, "%s\t-\t\t\t\t\t\n", d.Name)
 		}
 		for _, g := range d.Grants {
-			left := time.Duration(g.LeftSeconds * float64(time.Second)).Round(time.Second)
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Name, g.Source, left, g.Until.Local().Format(time.RFC3339))
+			conns := "-"
+			if g.ConnsLeft > 0 {
+				conns = fmt.Sprint(g.ConnsLeft)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, g.Source, strings.Join(g.Ports, ","),
+				seconds(g.LeftSeconds), g.Until.Local().Format(time.RFC3339), conns, g.Origin)
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nbanned sources: %d\n", len(st.Bans))
+	if len(st.Bans) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "SOURCE\tLEFT\tUNTIL")
+		for _, b := range st.Bans {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", b.Source, seconds(b.LeftSeconds), b.Until.Local().Format(time.RFC3339))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "\nknocks in progress:")
+	for _, k := range st.Knocks {
+		fmt.Fprintf(w, " %s %d;", k.Door, k.Sources)
+	}
+	fmt.Fprintln(w)
+	if verbose && len(st.Progress) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "DOOR\tSOURCE\tKNOCKS\tSTARTED")
+		for _, p := range st.Progress {
+			of := "?"
+			if p.Of > 0 {
+				of = fmt.Sprint(p.Of)
+			}
+			door := p.Door
+			if p.Close {
+				door += " (close)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d of %s\t%s\n", door, p.Source, p.Step, of, p.Started.Local().Format(time.RFC3339))
+		}
+		return tw.Flush()
+	}
+	return nil
+}
+
+func seconds(s float64) time.Duration {
+	return time.Duration(s * float64(time.Second)).Round(time.Second)
+}
+
+func cmdUnban(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("unban", "--source ADDR [--socket PATH | --config FILE]",
+		"Lift a source's ban from the penalty box at once, and forget its failures.", stdout, stderr)
+	source := fs.String("source", "", "source `address` whose ban to lift")
+	socket := fs.String("socket", "", "control socket `path` of the daemon (default: the policy's control_socket, else "+rules.DefaultControlSocket+")")
+	config := fs.String("config", "", "policy `file` to read control_socket from")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	if err := requireFlags(map[string]string{"source": *source}); err != nil {
+		return err
+	}
+	path, err := socketPath(*socket, *config, stderr)
+	if err != nil {
+		return err
+	}
+	banned, err := daemon.Client{Socket: path}.Unban(*source)
+	if err != nil {
+		return controlError(err, stderr, "unban")
+	}
+	if banned {
+		fmt.Fprintf(stdout, "lifted %s's ban\n", *source)
+	} else {
+		fmt.Fprintf(stdout, "%s was not banned\n", *source)
+	}
+	return nil
 }
 
 func cmdRevoke(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("revoke", "--door NAME --source ADDR [--socket PATH]",
+	fs := newFlags("revoke", "--door NAME --source ADDR [--socket PATH | --config FILE]",
 		"End a source's grant for a door at once. New connections from it are\ndropped; connections already open carry on.", stdout, stderr)
 	door := fs.String("door", "", "door `name`")
 	source := fs.String("source", "", "source `address` whose grant to end")
-	socket := fs.String("socket", rules.DefaultControlSocket, "control socket `path` of the daemon")
+	socket := fs.String("socket", "", "control socket `path` of the daemon (default: the policy's control_socket, else "+rules.DefaultControlSocket+")")
+	config := fs.String("config", "", "policy `file` to read control_socket from")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if err := requireFlags(map[string]string{"door": *door, "source": *source}); err != nil {
 		return err
 	}
-	revoked, err := daemon.Client{Socket: *socket}.Revoke(*door, *source)
+	path, err := socketPath(*socket, *config, stderr)
+	if err != nil {
+		return err
+	}
+	revoked, err := daemon.Client{Socket: path}.Revoke(*door, *source)
 	if err != nil {
 		return controlError(err, stderr, "revoke")
 	}
@@ -100,18 +250,23 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdReload(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("reload", "[--socket PATH]",
+	fs := newFlags("reload", "[--socket PATH | --config FILE]",
 		"Make the daemon re-read its policy, as SIGHUP does. Grants and knocks in\n"+
 			"progress of doors that still exist are kept. An invalid policy is\n"+
 			"refused with its diagnostics and the running policy stays. Changed\n"+
 			"settings that wait for a restart (queue, sockets, fail_open) are named.\n\n"+
 			"Exit status: 0 reloaded, 1 refused (the running policy stays), 2 usage,\n"+
 			"3 no daemon answered on the socket, 4 the daemon's answer never came.", stdout, stderr)
-	socket := fs.String("socket", rules.DefaultControlSocket, "control socket `path` of the daemon")
+	socket := fs.String("socket", "", "control socket `path` of the daemon (default: the policy's control_socket, else "+rules.DefaultControlSocket+")")
+	config := fs.String("config", "", "policy `file` to read control_socket from")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	out, err := daemon.Client{Socket: *socket}.Reload()
+	path, err := socketPath(*socket, *config, stderr)
+	if err != nil {
+		return err
+	}
+	out, err := daemon.Client{Socket: path}.Reload()
 	var refused *daemon.RefusedError
 	if errors.As(err, &refused) {
 		return fmt.Errorf("reload refused, the running policy stays:\n%w", err)

@@ -38,9 +38,10 @@ func commands() []command {
 		{"spa", "send a door's Single Packet Authorization packet to a host", cmdSPA},
 		{"keygen", "print a fresh SPA key pair in fwknop's format, or a TOTP secret", cmdKeygen},
 		{"rules", "print the static steering rules (iptables, ip6tables or nftables)", cmdRules},
-		{"status", "show the running daemon's grants and tracked sources", cmdStatus},
+		{"status", "show the running daemon's grants, bans and knocks in progress", cmdStatus},
 		{"revoke", "end a source's grant for a door at once", cmdRevoke},
 		{"reload", "make the running daemon re-read its policy, keeping grants", cmdReload},
+		{"unban", "lift a source's ban from the running daemon's penalty box", cmdUnban},
 		{"version", "print the version", cmdVersion},
 	}
 }

@@ -210,7 +210,7 @@ func TestNoSilentArguments(t *testing.T) {
 	for _, args := range [][]string{
 		{"run", "extra"}, {"sequence", "--door", "ssh", "extra"}, {"status", "extra"},
 		{"revoke", "--door", "ssh", "--source", "192.0.2.1", "extra"}, {"reload", "extra"},
-		{"version", "extra"}, {"keygen", "extra"}, {"rules", "extra"},
+		{"version", "extra"}, {"keygen", "extra"}, {"rules", "extra"}, {"unban", "--source", "192.0.2.1", "extra"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			code, stdout, stderr := runMain(t, args...)
