@@ -64,6 +64,8 @@ type Daemon struct {
 	// (metricsRetryFirst when 0).
 	metricsErr   atomic.Pointer[string]
 	metricsRetry time.Duration
+	// knockLog limits the lines saying why a knock failed (knocklog.go).
+	knockLog *knockLimiter
 }
 
 // generation is the policy the daemon runs, in one value: the loaded
@@ -85,7 +87,7 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("failed to compile policy %s: %w", cfg.Path, err)
 	}
 	d := &Daemon{log: cfg.Logger, eng: eng, open: cfg.OpenQueue, version: cfg.Version, path: cfg.Path,
-		dirty: make(chan struct{}, 1)}
+		dirty: make(chan struct{}, 1), knockLog: &knockLimiter{}}
 	d.gen.Store(&generation{pol: pol})
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
@@ -198,14 +200,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return
 		}
-		d.log.Info("knockgate ready", "queues", rules.QueueRange(pol.Queue, pol.Queues), "metrics", pol.MetricsListen, "control_socket", pol.ControlSocket)
+		d.log.Info("knockgate ready", "queue", pol.Queue, "queues", pol.Queues, "metrics", pol.MetricsListen, "control_socket", pol.ControlSocket)
 		if err := sdNotify("READY=1\nSTATUS=deciding packets on queue " + rules.QueueRange(pol.Queue, pol.Queues)); err != nil {
 			d.log.Warn("systemd notification failed", "err", err)
 		}
 		d.watchdog(ctx, runDone)
 	}()
 
-	d.log.Info("knockgate starting", "version", d.version, "policy", d.path, "queues", rules.QueueRange(pol.Queue, pol.Queues),
+	d.log.Info("knockgate starting", "version", d.version, "policy", d.path, "queue", pol.Queue, "queues", pol.Queues,
 		"doors", len(pol.Doors), "unprotected", pol.Unprotected.String())
 	// The first queue to fail (to bind, in practice) stops the others.
 	errs := make(chan error, len(qs))

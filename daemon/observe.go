@@ -55,6 +55,7 @@ func (d *Daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Durat
 		d.markDirty()
 		return
 	}
+	d.logFailure(p, dec)
 	if !d.log.Enabled(context.Background(), slog.LevelDebug) {
 		return
 	}
