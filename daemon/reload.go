@@ -29,6 +29,9 @@ func (d *Daemon) Reload(by string) (*ReloadOutcome, error) {
 	if err != nil {
 		return fail(fmt.Errorf("failed to compile policy %s: %w", d.path, err))
 	}
+	for _, w := range pol.Warnings() {
+		d.log.Warn("policy warning", "by", by, "warning", w.Error())
+	}
 	restartOnly := rules.RestartOnlyChanges(running, pol)
 	for _, what := range restartOnly {
 		d.log.Warn("a changed setting takes effect at the next restart", "setting", what)

@@ -28,6 +28,10 @@ type compiler struct {
 	// policy sets the state file, if it does.
 	named     []namedFile
 	stateFile *hcl.Attribute
+	// warnings are what Policy.Warnings reports (publishedkeys.go);
+	// inlineKeys is set when the policy file itself holds keys.
+	warnings   []error
+	inlineKeys bool
 }
 
 // text gives the source text of r, shortened, for quoting a value as it was

@@ -270,3 +270,13 @@ func TestJournalLog(t *testing.T) {
 		t.Fatalf("journal lines:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
+
+// The example policy with public keys validates only because it says
+// allow_published_keys, and validate warns about each key.
+func TestValidateWarnsPublishedKeys(t *testing.T) {
+	const spaExample = "../../contrib/examples/spa.hcl"
+	code, out, errOut := runMain(t, "validate", spaExample)
+	if code != 0 || !strings.Contains(out, "valid") || strings.Count(errOut, "uses a published SPA") != 4 {
+		t.Fatalf("validate %s: exit %d\n%s%s\nwant valid with 4 published-key warnings", spaExample, code, out, errOut)
+	}
+}

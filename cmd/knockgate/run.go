@@ -41,6 +41,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	for _, w := range pol.Warnings() {
+		logger.Warn("policy warning", "warning", w.Error())
+	}
 	d, err := daemon.New(daemon.Config{Policy: pol, Path: *config, Version: version, Logger: logger})
 	if err != nil {
 		return err
