@@ -38,6 +38,7 @@ func commands() []command {
 		{"spa", "send a door's Single Packet Authorization packet to a host", cmdSPA},
 		{"keygen", "print a fresh SPA key pair in fwknop's format, or a TOTP secret", cmdKeygen},
 		{"rules", "print the static steering rules (iptables, ip6tables or nftables)", cmdRules},
+		{"check", "compare the live iptables steering rules with what the policy needs", cmdCheck},
 		{"status", "show the running daemon's grants, bans and knocks in progress", cmdStatus},
 		{"revoke", "end a source's grant for a door at once", cmdRevoke},
 		{"reload", "make the running daemon re-read its policy, keeping grants", cmdReload},

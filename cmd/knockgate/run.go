@@ -44,6 +44,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	for _, w := range pol.Warnings() {
 		logger.Warn("policy warning", "warning", w.Error())
 	}
+	checkAtStart(logger, pol)
 	d, err := daemon.New(daemon.Config{Policy: pol, Path: *config, Version: version, Logger: logger})
 	if err != nil {
 		return err
