@@ -24,24 +24,15 @@ func fakeRuleset(t *testing.T, name string) {
 	t.Cleanup(func() { saveRuleset = old })
 }
 
-func writePolicy(t *testing.T, src string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "policy.hcl")
-	if err := os.WriteFile(p, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 const checkDoor = "door \"ssh\" {\n  sequence = [\"udp/7000\", \"udp/7001\"]\n  open = [\"tcp/22\", \"tcp/1000\", \"tcp/1001\", \"tcp/1002\"]\n}\n"
 
 func TestCheck(t *testing.T) {
 	fakeRuleset(t, "failopen-ranges.v4")
-	good := writePolicy(t, "gate {\n  fail_open = true\n}\n"+checkDoor)
+	good := writePolicyFile(t, "gate {\n  fail_open = true\n}\n"+checkDoor)
 	if code, out, errOut := runMain(t, "check", "--config", good); code != 0 || strings.Count(out, ": ok\n") != 2 {
 		t.Fatalf("check of the loaded rules: exit %d\n%s%s", code, out, errOut)
 	}
-	moved := writePolicy(t, "gate {\n  fail_open = true\n  queue = 5\n}\n"+checkDoor)
+	moved := writePolicyFile(t, "gate {\n  fail_open = true\n  queue = 5\n}\n"+checkDoor)
 	code, out, _ := runMain(t, "check", "--config", moved)
 	for _, want := range []string{
 		"missing: -A KNOCKGATE -p tcp -j NFQUEUE --queue-num 5 --queue-bypass",

@@ -51,8 +51,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 			"sources and when their ban ends) and the knocks in progress per door\n"+
 			"(per source with --verbose). --watch redraws it in place every SECONDS\n"+
 			"until interrupted.", stdout, stderr)
-	socket := fs.String("socket", "", "control socket `path` of the daemon (default: the policy's control_socket, else "+rules.DefaultControlSocket+")")
-	config := fs.String("config", "", "policy `file` to read control_socket from")
+	socket := socketFlags(fs)
 	asJSON := fs.Bool("json", false, "print the raw JSON report")
 	verbose := fs.Bool("verbose", false, "list every source with a knock in progress")
 	watch := fs.Int("watch", 0, "redraw every `seconds` until interrupted (0: print once)")
@@ -62,7 +61,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if *watch < 0 {
 		return usageErrorf("invalid --watch %d: want a number of seconds, at least 1", *watch)
 	}
-	path, err := socketPath(*socket, *config, stderr)
+	path, err := socket(stderr)
 	if err != nil {
 		return err
 	}
@@ -105,6 +104,14 @@ func watchLoop(ctx context.Context, stdout io.Writer, period time.Duration, show
 		case <-t.C:
 		}
 	}
+}
+
+// socketFlags defines --socket and --config on a control command's flags;
+// the function it returns gives the socket to use once they are parsed.
+func socketFlags(fs *flagSet) func(stderr io.Writer) (string, error) {
+	socket := fs.String("socket", "", "control socket `path` of the daemon (default: the policy's control_socket, else "+rules.DefaultControlSocket+")")
+	config := fs.String("config", "", "policy `file` to read control_socket from")
+	return func(stderr io.Writer) (string, error) { return socketPath(*socket, *config, stderr) }
 }
 
 // socketPath is the control socket to use: --socket, else the --config
@@ -196,15 +203,14 @@ func cmdUnban(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("unban", "--source ADDR [--socket PATH | --config FILE]",
 		"Lift a source's ban from the penalty box at once, and forget its failures.", stdout, stderr)
 	source := fs.String("source", "", "source `address` whose ban to lift")
-	socket := fs.String("socket", "", "control socket `path` of the daemon (default: the policy's control_socket, else "+rules.DefaultControlSocket+")")
-	config := fs.String("config", "", "policy `file` to read control_socket from")
+	socket := socketFlags(fs)
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if err := requireFlags(map[string]string{"source": *source}); err != nil {
 		return err
 	}
-	path, err := socketPath(*socket, *config, stderr)
+	path, err := socket(stderr)
 	if err != nil {
 		return err
 	}
@@ -225,15 +231,14 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) error {
 		"End a source's grant for a door at once. New connections from it are\ndropped; connections already open carry on.", stdout, stderr)
 	door := fs.String("door", "", "door `name`")
 	source := fs.String("source", "", "source `address` whose grant to end")
-	socket := fs.String("socket", "", "control socket `path` of the daemon (default: the policy's control_socket, else "+rules.DefaultControlSocket+")")
-	config := fs.String("config", "", "policy `file` to read control_socket from")
+	socket := socketFlags(fs)
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if err := requireFlags(map[string]string{"door": *door, "source": *source}); err != nil {
 		return err
 	}
-	path, err := socketPath(*socket, *config, stderr)
+	path, err := socket(stderr)
 	if err != nil {
 		return err
 	}
@@ -257,12 +262,11 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 			"settings that wait for a restart (queue, sockets, fail_open) are named.\n\n"+
 			"Exit status: 0 reloaded, 1 refused (the running policy stays), 2 usage,\n"+
 			"3 no daemon answered on the socket, 4 the daemon's answer never came.", stdout, stderr)
-	socket := fs.String("socket", "", "control socket `path` of the daemon (default: the policy's control_socket, else "+rules.DefaultControlSocket+")")
-	config := fs.String("config", "", "policy `file` to read control_socket from")
+	socket := socketFlags(fs)
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	path, err := socketPath(*socket, *config, stderr)
+	path, err := socket(stderr)
 	if err != nil {
 		return err
 	}
