@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os/exec"
+	"slices"
 
 	"github.com/knockgate/knockgate/rules"
 )
@@ -26,16 +27,30 @@ var saveRuleset = func(v6 bool) (string, error) {
 	return out.String(), nil
 }
 
+// listNft is `nft -j list ruleset`; tests replace it.
+var listNft = func() ([]byte, error) {
+	var out, errOut bytes.Buffer
+	c := exec.Command("nft", "-j", "list", "ruleset")
+	c.Stdout, c.Stderr = &out, &errOut
+	if err := c.Run(); err != nil {
+		return nil, fmt.Errorf("failed to run nft -j list ruleset: %w: %s", err, bytes.TrimSpace(errOut.Bytes()))
+	}
+	return out.Bytes(), nil
+}
+
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("check", "[--config FILE] [--interface IF]",
+	fs := newFlags("check", "[--config FILE] [--interface IF] [--format nft]",
 		"Compare the live steering rules (iptables-save and ip6tables-save, mangle\n"+
 			"table) with the ones the policy needs, as knockgate rules prints them:\n"+
 			"the queue numbers, the fail-open bypass, accept mark and protected\n"+
 			"ports, the interface. Names each rule that is missing, and each of\n"+
 			"knockgate's rules that is there but stale. Exit status 0 when they\n"+
-			"match, 1 when not. DNATs (rules --dnat) are not checked. Needs root.", stdout, stderr)
+			"match, 1 when not. DNATs (rules --dnat) are not checked. Needs root.\n"+
+			"With --format nft it reads nft's JSON listing (nft -j list ruleset)\n"+
+			"instead and compares the same settings of the knockgate table.", stdout, stderr)
 	config := fs.String("config", "/etc/knockgate/policy.hcl", "policy `file`")
 	iface := fs.String("interface", "", "the `interface` the rules were printed for (rules --interface); default every interface but lo")
+	format := fs.String("format", "iptables", "the `format` of the rules loaded: iptables or nft")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
@@ -47,6 +62,26 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	spec := rules.Steering{Interface: *iface, Queue: pol.Queue, Queues: pol.Queues, FailOpen: rules.NewFailOpen(pol)}
+	switch *format {
+	case "iptables":
+	case "nft":
+		listing, err := listNft()
+		if err != nil {
+			return err
+		}
+		r, err := spec.CheckNft(listing, rules.CheckOptions{})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "nftables (table inet %s):\n%s\n", rules.NftTable, r)
+		if !r.OK() {
+			fmt.Fprintf(stdout, "the live rules differ from what %s needs: load them again with knockgate rules --format nft --config %s\n", *config, *config)
+			return exitError{1}
+		}
+		return nil
+	default:
+		return usageErrorf("invalid --format %q: want iptables or nft", *format)
+	}
 	bad := false
 	for _, fam := range []struct {
 		v6   bool
@@ -70,6 +105,16 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// nftAtStart logs how knockgate's nftables table differs from the policy.
+func nftAtStart(log *slog.Logger, r rules.CheckResult) {
+	for _, f := range r.Missing {
+		log.Warn("steering rule missing: the gate may not see the packets it should decide (knockgate check --format nft)", "family", "inet", "rule", f)
+	}
+	for _, f := range r.Stale {
+		log.Warn("stale steering rule: not what the policy needs (knockgate check --format nft)", "family", "inet", "rule", f)
+	}
+}
+
 // checkAtStart logs, as warnings, how the live iptables steering rules
 // differ from what pol needs: a daemon whose queue no rule feeds decides
 // nothing. It does not know the interface the rules were printed for, so
@@ -77,6 +122,14 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 // run (nftables rules, a container), it says so at debug level.
 func checkAtStart(log *slog.Logger, pol *rules.Policy) {
 	spec := rules.Steering{Queue: pol.Queue, Queues: pol.Queues, FailOpen: rules.NewFailOpen(pol)}
+	// nftables rules, when knockgate's table is loaded, are the ones in use.
+	if listing, err := listNft(); err == nil {
+		r, err := spec.CheckNft(listing, rules.CheckOptions{AnyInterface: true})
+		if err == nil && !slices.Contains(r.Missing, "table inet "+rules.NftTable) {
+			nftAtStart(log, r)
+			return
+		}
+	}
 	for _, v6 := range []bool{false, true} {
 		saved, err := saveRuleset(v6)
 		if err != nil {

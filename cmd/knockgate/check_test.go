@@ -19,9 +19,10 @@ func fakeRuleset(t *testing.T, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := saveRuleset
+	old, oldNft := saveRuleset, listNft
 	saveRuleset = func(bool) (string, error) { return string(b), nil }
-	t.Cleanup(func() { saveRuleset = old })
+	listNft = func() ([]byte, error) { return []byte(`{"nftables": []}`), nil }
+	t.Cleanup(func() { saveRuleset, listNft = old, oldNft })
 }
 
 const checkDoor = "door \"ssh\" {\n  sequence = [\"udp/7000\", \"udp/7001\"]\n  open = [\"tcp/22\", \"tcp/1000\", \"tcp/1001\", \"tcp/1002\"]\n}\n"
@@ -65,5 +66,33 @@ func TestCheckAtStart(t *testing.T) {
 	checkAtStart(slog.New(slog.NewTextHandler(&b, nil)), pol)
 	if !strings.Contains(b.String(), "stale steering rule") {
 		t.Fatalf("fail-open rules for a fail-closed policy: no stale warning:\n%s", b.String())
+	}
+}
+
+func TestCheckNftFormat(t *testing.T) {
+	b, err := os.ReadFile("../../rules/testdata/check/failopen-eth0.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := listNft
+	listNft = func() ([]byte, error) { return b, nil }
+	t.Cleanup(func() { listNft = old })
+	policy := writePolicyFile(t, "gate {\n  fail_open = true\n  queue = 3\n  queues = 2\n}\n"+
+		"door \"ssh\" {\n  sequence = [\"udp/7000\", \"udp/7001\"]\n  open = [\"tcp/22\", \"tcp/443\", \"udp/51820\"]\n}\n")
+	if code, out, errOut := runMain(t, "check", "--format", "nft", "--config", policy, "--interface", "eth0"); code != 0 || !strings.Contains(out, "\nok\n") {
+		t.Fatalf("check --format nft: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, _ := runMain(t, "check", "--format", "nft", "--config", policy); code != 1 || !strings.Contains(out, "missing: interface != lo") {
+		t.Fatalf("check --format nft for another interface: exit %d\n%s", code, out)
+	}
+	// At start the nft table is what is checked, and it matches.
+	pol, err := rules.Load(policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	checkAtStart(slog.New(slog.NewTextHandler(&logs, nil)), pol)
+	if logs.Len() != 0 {
+		t.Fatalf("start check of matching nft rules logged:\n%s", logs.String())
 	}
 }

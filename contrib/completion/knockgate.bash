@@ -17,7 +17,7 @@ _knockgate_flags() {
 	spa) echo --access --allow-ip --config --door --hmac-digest --hmac-key-base64 --key-base64 --mode --port --save-packet --timeout ;;
 	keygen) echo --access --hmac-digest --kind --port --quiet --server ;;
 	rules) echo -4 -6 --config --dnat --format --interface --queue --queues ;;
-	check) echo --config --interface ;;
+	check) echo --config --format --interface ;;
 	status) echo --config --json --socket --verbose --watch ;;
 	revoke) echo --config --door --socket --source ;;
 	unban) echo --config --socket --source ;;
