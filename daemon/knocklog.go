@@ -123,8 +123,11 @@ func (d *Daemon) logFailure(p verdict.Packet, dec verdict.Decision) {
 	if !ok {
 		return
 	}
-	attrs := []any{"door", door, "source", p.Src.String(), "reason", word,
-		"packet", verdict.Port{Proto: p.Proto, Num: p.DstPort}.String()}
+	attrs := []any{"source", p.Src.String(), "reason", word, "packet", verdict.Port{Proto: p.Proto, Num: p.DstPort}.String()}
+	if door != "" {
+		// A knock port that starts no sequence names no door.
+		attrs = append([]any{"door", door}, attrs...)
+	}
 	if left > 0 {
 		attrs = append(attrs, "suppressed", left)
 	}

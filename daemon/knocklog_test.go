@@ -128,3 +128,17 @@ func TestObserveFailureDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// A wrong knock on a port that starts no sequence names no door, rather
+// than door="".
+func TestKnockFailureWithoutDoor(t *testing.T) {
+	l := startLab(t, "", sshDoor)
+	l.qs[0].feed(t, knock("203.0.113.20", 7001)) // ssh's second knock, first
+	lines := l.logLines("knock failed")
+	if len(lines) != 1 || lines[0]["reason"] != "wrong_port" {
+		t.Fatalf("knock failed lines %v", lines)
+	}
+	if _, ok := lines[0]["door"]; ok {
+		t.Fatalf("line names a door: %v", lines[0])
+	}
+}
