@@ -56,10 +56,12 @@ type StatusReport struct {
 	Bans     []BanStatus      `json:"bans"`
 	Knocks   []KnockCount     `json:"knocks"`
 	Progress []ProgressStatus `json:"progress"`
-	// Degraded names what works less than it should while packets are
-	// still decided (a metrics listener that could not bind); empty when
-	// all is well.
-	Degraded []string `json:"degraded"`
+	// Health is "ok", or "degraded" when the daemon decides packets but
+	// something needs an operator (a metrics listener that could not
+	// bind): Degraded says what. The same fields as wt-d12's, whose
+	// state-file failures join these.
+	Health   string `json:"health"`
+	Degraded string `json:"degraded,omitempty"`
 }
 
 // DoorStatus lists a door's live grants.
@@ -77,9 +79,9 @@ type GrantStatus struct {
 	// Ports are the ports the grant opens: the door's after a knock, those
 	// asked for after an SPA packet.
 	Ports []string `json:"ports"`
-	// ConnsLeft is how many new connections the grant still admits; 0 on
-	// a door without max_connections, which has no limit.
-	ConnsLeft int `json:"connections_left"`
+	// ConnsLeft is how many connections a max_connections grant still
+	// admits; 0 on a door without the limit.
+	ConnsLeft int `json:"conns_left,omitempty"`
 	// Origin is the gateway that made the grant (StatusReport.Node for
 	// this one's own).
 	Origin string `json:"origin"`

@@ -30,7 +30,7 @@ door "ssh" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{"bans", "knocks", "progress", "degraded", "grants"} {
+	for _, key := range []string{"bans", "knocks", "progress", "grants"} {
 		if !strings.Contains(string(raw), `"`+key+`":[`) {
 			t.Errorf("status JSON of an idle daemon lacks a list for %q: %s", key, raw)
 		}

@@ -61,11 +61,11 @@ func (d *Daemon) setDegraded(why string) {
 	d.metricsErr.Store(&why)
 }
 
-// degraded lists what works less than it should, for status; never nil.
-func (d *Daemon) degraded() []string {
-	out := []string{}
+// degraded says what works less than it should, for status; "" when
+// all is well.
+func (d *Daemon) degraded() string {
 	if why := d.metricsErr.Load(); why != nil {
-		out = append(out, *why)
+		return "the metrics endpoint is not listening: " + *why
 	}
-	return out
+	return ""
 }

@@ -18,7 +18,10 @@ func (d *Daemon) Status() *StatusReport {
 	}
 	r.Node = d.node
 	r.Doors = []DoorStatus{}
-	r.Degraded = d.degraded()
+	r.Health = "ok"
+	if why := d.degraded(); why != "" {
+		r.Health, r.Degraded = "degraded", why
+	}
 	byDoor := map[string][]GrantStatus{}
 	for _, g := range d.eng.Grants(now) {
 		ports := g.Ports

@@ -135,8 +135,8 @@ func socketPath(socket, config string, stderr io.Writer) (string, error) {
 // printStatus prints a status report for a person.
 func printStatus(w io.Writer, st *daemon.StatusReport, verbose bool) error {
 	fmt.Fprintf(w, "knockgate %s on %s, policy %s, queue %s\n", st.Version, st.Node, st.Policy, rules.QueueRange(st.Queue.Queue, st.Queue.Queues))
-	for _, why := range st.Degraded {
-		fmt.Fprintf(w, "DEGRADED: %s\n", why)
+	if st.Degraded != "" {
+		fmt.Fprintf(w, "DEGRADED: %s\n", st.Degraded)
 	}
 	fmt.Fprintf(w, "sources with a knock in progress: %d of %d; grants: %d of %d; evictions: %d\n",
 		st.TrackedSources, st.MaxSources, st.Grants, st.MaxGrants, st.Evictions)

@@ -30,7 +30,7 @@ func (f *daemonAnswers) Status() *daemon.StatusReport {
 		Bans:     []daemon.BanStatus{{Source: netip.MustParseAddr("203.0.113.9"), LeftSeconds: 300}},
 		Knocks:   []daemon.KnockCount{{Door: "ssh", Sources: 0}, {Door: "web", Sources: 1}},
 		Progress: []daemon.ProgressStatus{{Door: "web", Source: netip.MustParseAddr("198.51.100.8"), Step: 1, Of: 2}},
-		Degraded: []string{"failed to listen for metrics on 127.0.0.1:9100"}}
+		Health:   "degraded", Degraded: "failed to listen for metrics on 127.0.0.1:9100"}
 }
 
 func (f *daemonAnswers) Revoke(door string, src netip.Addr) (bool, error) {
