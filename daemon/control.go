@@ -82,9 +82,9 @@ type GrantStatus struct {
 	// ConnsLeft is how many connections a max_connections grant still
 	// admits; 0 on a door without the limit.
 	ConnsLeft int `json:"conns_left,omitempty"`
-	// Origin is the gateway that made the grant (StatusReport.Node for
-	// this one's own).
-	Origin string `json:"origin"`
+	// Origin is the gateway that made the grant: StatusReport.Node for
+	// this one's own (wt-fleet's cluster wiring names the others).
+	Origin string `json:"origin,omitempty"`
 }
 
 // QueueSnapshot sums the counters of the queues the daemon serves, Queues
