@@ -184,4 +184,3 @@ func ruleFacts(chain string, exprs []map[string]json.RawMessage) []string {
 	}
 	return facts
 }
-
