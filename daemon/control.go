@@ -56,6 +56,10 @@ type StatusReport struct {
 	Bans     []BanStatus      `json:"bans"`
 	Knocks   []KnockCount     `json:"knocks"`
 	Progress []ProgressStatus `json:"progress"`
+	// BansOmitted and ProgressOmitted count what the lists leave out past
+	// maxListed entries (a flood fills the tables; Knocks counts all).
+	BansOmitted     int `json:"bans_omitted,omitempty"`
+	ProgressOmitted int `json:"progress_omitted,omitempty"`
 	// Health is "ok", or "degraded" when the daemon decides packets but
 	// something needs an operator (a metrics listener that could not
 	// bind): Degraded says what. The same fields as wt-d12's, whose

@@ -37,6 +37,11 @@ type ProgressStatus struct {
 	Started time.Time  `json:"started"`
 }
 
+// maxListed bounds the bans and knocks in progress a status report lists
+// one by one: under a flood the tables hold a hundred thousand sources,
+// which would make a report of megabytes that no operator reads.
+const maxListed = 1000
+
 // inspect fills r's bans, knock counts (one per door of doors, in policy
 // order) and progress, sorted by source.
 func (d *Daemon) inspect(r *StatusReport, doors []verdict.Door, now time.Time) {
@@ -58,6 +63,12 @@ func (d *Daemon) inspect(r *StatusReport, doors []verdict.Door, now time.Time) {
 		}
 		return a.Source.Less(b.Source)
 	})
+	if n := len(r.Bans); n > maxListed {
+		r.Bans, r.BansOmitted = r.Bans[:maxListed], n-maxListed
+	}
+	if n := len(r.Progress); n > maxListed {
+		r.Progress, r.ProgressOmitted = r.Progress[:maxListed], n-maxListed
+	}
 	r.Knocks = []KnockCount{}
 	for _, door := range doors {
 		r.Knocks = append(r.Knocks, KnockCount{Door: door.Name, Sources: count[door.Name]})

@@ -2,8 +2,13 @@ package daemon
 
 import (
 	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/knockgate/knockgate/verdict"
 )
@@ -77,5 +82,26 @@ door "ssh" {
 	}
 	if n := len(l.logLines("ban lifted")); n != 1 {
 		t.Fatalf("%d ban lifted lines, want 1", n)
+	}
+}
+
+// Under a flood the report lists at most maxListed knocks in progress and
+// counts the rest; the counts per door stay whole.
+func TestStatusListsBounded(t *testing.T) {
+	l := newLab(t)
+	policy := fmt.Sprintf("gate {\n  state_file = \"\"\n  control_socket = %q\n  max_sources = 4000\n}\n%s", filepath.Join(l.dir, "kg.sock"), sshDoor)
+	if err := os.WriteFile(l.policy, []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.start()
+	n := maxListed + 5
+	for i := range n {
+		p := knock("198.51.100.1", 7000)
+		p.Src = netip.AddrFrom4([4]byte{198, 51, byte(100 + i/250), byte(1 + i%250)})
+		l.d.eng.Decide(p, time.Now())
+	}
+	st := l.d.Status()
+	if len(st.Progress) != maxListed || st.ProgressOmitted != 5 || st.Knocks[0].Sources != n {
+		t.Fatalf("%d listed, %d omitted, %d counted; want %d, 5, %d", len(st.Progress), st.ProgressOmitted, st.Knocks[0].Sources, maxListed, n)
 	}
 }

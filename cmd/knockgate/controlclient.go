@@ -160,7 +160,7 @@ func printStatus(w io.Writer, st *daemon.StatusReport, verbose bool) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nbanned sources: %d\n", len(st.Bans))
+	fmt.Fprintf(w, "\nbanned sources: %d\n", len(st.Bans)+st.BansOmitted)
 	if len(st.Bans) > 0 {
 		tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "SOURCE\tLEFT\tUNTIL")
@@ -169,6 +169,9 @@ func printStatus(w io.Writer, st *daemon.StatusReport, verbose bool) error {
 		}
 		if err := tw.Flush(); err != nil {
 			return err
+		}
+		if st.BansOmitted > 0 {
+			fmt.Fprintf(w, "... and %d more\n", st.BansOmitted)
 		}
 	}
 	fmt.Fprintf(w, "\nknocks in progress:")
@@ -190,7 +193,12 @@ func printStatus(w io.Writer, st *daemon.StatusReport, verbose bool) error {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%d of %s\t%s\n", door, p.Source, p.Step, of, p.Started.Local().Format(time.RFC3339))
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if st.ProgressOmitted > 0 {
+			fmt.Fprintf(w, "... and %d more\n", st.ProgressOmitted)
+		}
 	}
 	return nil
 }
