@@ -5,8 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 	"time"
 )
+
+// ErrNoDaemon is a control request that no daemon answered: nothing
+// listens on the socket, or no socket is there.
+var ErrNoDaemon = errors.New("no daemon answered")
+
+// RefusedError is the daemon's answer that it refused a request (an
+// invalid policy for reload, an unknown door for revoke).
+type RefusedError struct{ Msg string }
+
+func (e *RefusedError) Error() string { return e.Msg }
 
 // Client talks to a running daemon over its control socket, one
 // connection per request; knockgate status, revoke and reload use it.
@@ -34,6 +45,16 @@ func (c Client) Revoke(door, source string) (bool, error) {
 	return resp.Revoked, nil
 }
 
+// Unban asks the daemon to lift source's ban; it reports whether the
+// source was banned.
+func (c Client) Unban(source string) (bool, error) {
+	resp, err := c.call(Request{Op: "unban", Source: source})
+	if err != nil {
+		return false, err
+	}
+	return resp.Unbanned, nil
+}
+
 // Reload asks the daemon to re-read its policy. A refused policy's
 // diagnostics are the error.
 func (c Client) Reload() (*ReloadOutcome, error) {
@@ -48,8 +69,11 @@ func (c Client) Reload() (*ReloadOutcome, error) {
 func (c Client) call(req Request) (*Response, error) {
 	path := c.Socket
 	conn, err := net.DialTimeout("unix", path, 3*time.Second)
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		return nil, fmt.Errorf("%w on %s (is knockgate running, with this control_socket?): %w", ErrNoDaemon, path, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("failed to reach the daemon at %s (is knockgate running, and are you root?): %w", path, err)
+		return nil, fmt.Errorf("failed to reach the daemon at %s (are you root?): %w", path, err)
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
@@ -61,7 +85,7 @@ func (c Client) call(req Request) (*Response, error) {
 		return nil, fmt.Errorf("failed to read the daemon's answer from %s: %w", path, err)
 	}
 	if !resp.OK {
-		return &resp, errors.New(resp.Error)
+		return &resp, &RefusedError{Msg: resp.Error}
 	}
 	return &resp, nil
 }

@@ -22,18 +22,19 @@ import (
 
 // Request is what a client asks of the daemon.
 type Request struct {
-	Op     string `json:"op"` // status, revoke, reload
+	Op     string `json:"op"` // status, revoke, reload, unban
 	Door   string `json:"door,omitempty"`
 	Source string `json:"source,omitempty"`
 }
 
 // Response is the daemon's answer; Error is set when OK is not.
 type Response struct {
-	OK      bool           `json:"ok"`
-	Error   string         `json:"error,omitempty"`
-	Revoked bool           `json:"revoked,omitempty"`
-	Status  *StatusReport  `json:"status,omitempty"`
-	Reload  *ReloadOutcome `json:"reload,omitempty"`
+	OK       bool           `json:"ok"`
+	Error    string         `json:"error,omitempty"`
+	Revoked  bool           `json:"revoked,omitempty"`
+	Unbanned bool           `json:"unbanned,omitempty"`
+	Status   *StatusReport  `json:"status,omitempty"`
+	Reload   *ReloadOutcome `json:"reload,omitempty"`
 }
 
 // StatusReport is the answer to status (knockgate status --json prints it).
@@ -48,17 +49,29 @@ type StatusReport struct {
 	Evictions      uint64        `json:"evictions"`
 	Doors          []DoorStatus  `json:"doors"`
 	Queue          QueueSnapshot `json:"queue"`
+	// Node names this gateway, the origin of the grants it made.
+	Node string `json:"node"`
 	// Cluster is set when the policy has a cluster block.
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
+	// Bans are the sources in the penalty box; Knocks counts the knock
+	// sequences in progress per door, and Progress lists them per source.
+	Bans     []BanStatus      `json:"bans"`
+	Knocks   []KnockCount     `json:"knocks"`
+	Progress []ProgressStatus `json:"progress"`
+	// BansOmitted and ProgressOmitted count what the lists leave out past
+	// maxListed entries (a flood fills the tables; Knocks counts all).
+	BansOmitted     int `json:"bans_omitted,omitempty"`
+	ProgressOmitted int `json:"progress_omitted,omitempty"`
 	// Health is "ok", or "degraded" when the daemon decides packets but
-	// something needs an operator: Degraded says what.
+	// something needs an operator (a metrics listener that could not bind,
+	// a state file that could not be saved): Degraded says what.
 	Health   string `json:"health"`
 	Degraded string `json:"degraded,omitempty"`
 	// StateFile is how saves of the state file fare.
 	StateFile StateFileStatus `json:"state_file"`
 	// HeldClosed lists the ports a reload stopped protecting, which stay
 	// closed until restart, as "tcp/22".
-	HeldClosed []string `json:"held_closed,omitempty"`
+	HeldClosed []string `json:"held_closed"`
 }
 
 // StateFileStatus is the state file's side of a status report.
@@ -81,12 +94,15 @@ type GrantStatus struct {
 	Opened      time.Time  `json:"opened"`
 	Until       time.Time  `json:"until"`
 	LeftSeconds float64    `json:"left_seconds"`
-	// Origin is the cluster gateway the grant was made on; absent
-	// without a cluster.
-	Origin string `json:"origin,omitempty"`
+	// Ports are the ports the grant opens: the door's after a knock, those
+	// asked for after an SPA packet.
+	Ports []string `json:"ports"`
 	// ConnsLeft is how many connections a max_connections grant still
 	// admits; 0 on a door without the limit.
 	ConnsLeft int `json:"conns_left,omitempty"`
+	// Origin is the gateway that made the grant: StatusReport.Node for
+	// this one's own (wt-fleet's cluster wiring names the others).
+	Origin string `json:"origin,omitempty"`
 }
 
 // QueueSnapshot sums the counters of the queues the daemon serves, Queues
@@ -106,9 +122,14 @@ type QueueSnapshot struct {
 // earlier policy protected that the new one does not, as "tcp/22": they
 // stay closed until restart.
 type ReloadOutcome struct {
-	Doors      int      `json:"doors"`
-	Ended      []string `json:"ended,omitempty"`
+	Doors int      `json:"doors"`
+	Ended []string `json:"ended,omitempty"`
+	// HeldClosed lists the ports the reload stopped protecting, which stay
+	// closed until restart.
 	HeldClosed []string `json:"held_closed,omitempty"`
+	// RestartOnly names the changed settings that wait for a restart
+	// (rules.RestartOnlyChanges): the daemon runs on with the old values.
+	RestartOnly []string `json:"restart_only,omitempty"`
 }
 
 // Handler is what the control socket serves; *Daemon implements it.
@@ -116,6 +137,7 @@ type Handler interface {
 	Status() *StatusReport
 	Revoke(door string, src netip.Addr) (bool, error)
 	Reload(by string) (*ReloadOutcome, error)
+	Unban(src netip.Addr) bool
 }
 
 // ListenControl creates the control socket, readable and writable by the
@@ -251,6 +273,12 @@ func dispatch(req Request, h Handler) Response {
 			return Response{Error: err.Error()}
 		}
 		return Response{OK: true, Revoked: live}
+	case "unban":
+		src, err := netip.ParseAddr(req.Source)
+		if err != nil {
+			return Response{Error: fmt.Sprintf("invalid source %q: %v", req.Source, err)}
+		}
+		return Response{OK: true, Unbanned: h.Unban(src)}
 	case "reload":
 		out, err := h.Reload("control socket")
 		if err != nil {

@@ -44,6 +44,8 @@ func (f *fakeControl) Reload(string) (*ReloadOutcome, error) {
 	return &ReloadOutcome{Doors: 2, Ended: []string{"old 192.0.2.9"}}, nil
 }
 
+func (f *fakeControl) Unban(src netip.Addr) bool { return src == netip.MustParseAddr("203.0.113.9") }
+
 func startControl(t *testing.T, h Handler) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "run", "kg.sock")

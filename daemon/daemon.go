@@ -63,6 +63,15 @@ type Daemon struct {
 	// exchange interval (tests).
 	clusterPushPull time.Duration
 	state           stateWriter
+	// node names this gateway in status (the origin of its grants).
+	node string
+	// metricsErr is why the metrics endpoint is not listening, if it is
+	// not (metricslisten.go); metricsRetry the first wait before a retry
+	// (metricsRetryFirst when 0).
+	metricsErr   atomic.Pointer[string]
+	metricsRetry time.Duration
+	// knockLog limits the lines saying why a knock failed (knocklog.go).
+	knockLog *knockLimiter
 }
 
 // generation is the policy the daemon runs, in one value: the loaded
@@ -84,10 +93,13 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("failed to compile policy %s: %w", cfg.Path, err)
 	}
 	d := &Daemon{log: cfg.Logger, eng: eng, open: cfg.OpenQueue, version: cfg.Version, path: cfg.Path,
-		dirty: make(chan struct{}, 1)}
+		dirty: make(chan struct{}, 1), knockLog: &knockLimiter{}}
 	d.gen.Store(&generation{pol: pol})
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
+	}
+	if d.node, err = os.Hostname(); err != nil {
+		d.node = "this gateway"
 	}
 	if d.open == nil {
 		d.open = openGate
@@ -184,9 +196,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	if pol.MetricsListen != "" {
-		if err := metrics.Serve(ctx, pol.MetricsListen, d.m.Handler(ready), d.log); err != nil {
-			return err
-		}
+		d.serveMetrics(ctx, pol.MetricsListen, d.m.Handler(ready))
 	}
 	ln, err := ListenControl(pol.ControlSocket)
 	if err != nil {
@@ -206,14 +216,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return
 		}
-		d.log.Info("knockgate ready", "queues", rules.QueueRange(pol.Queue, pol.Queues), "metrics", pol.MetricsListen, "control_socket", pol.ControlSocket)
+		d.log.Info("knockgate ready", "queue", pol.Queue, "queues", pol.Queues, "metrics", pol.MetricsListen, "control_socket", pol.ControlSocket)
 		if err := sdNotify("READY=1\nSTATUS=deciding packets on queue " + rules.QueueRange(pol.Queue, pol.Queues)); err != nil {
 			d.log.Warn("systemd notification failed", "err", err)
 		}
 		d.watchdog(ctx, runDone)
 	}()
 
-	d.log.Info("knockgate starting", "version", d.version, "policy", d.path, "queues", rules.QueueRange(pol.Queue, pol.Queues),
+	d.log.Info("knockgate starting", "version", d.version, "policy", d.path, "queue", pol.Queue, "queues", pol.Queues,
 		"doors", len(pol.Doors), "unprotected", pol.Unprotected.String())
 	// The first queue to fail (to bind, in practice) stops the others.
 	errs := make(chan error, len(qs))

@@ -99,6 +99,9 @@ type lab struct {
 	// tweak, when set, changes the loaded policy before the daemon
 	// starts on it (cluster_test.go: a listen port of 0).
 	tweak func(*rules.Policy)
+	// metricsRetry, when set, is the daemon's first wait before it
+	// retries a metrics listener.
+	metricsRetry time.Duration
 }
 
 // syncBuffer is a log sink that the daemon's goroutines and the test may
@@ -153,9 +156,15 @@ door "web" {
 )
 
 // writePolicy writes the lab's policy file: the gate block, then doors.
+// A test whose doors bring a metrics block of their own gets it in place
+// of the labs' "metrics off".
 func (l *lab) writePolicy(gateExtra, doors string) {
 	l.t.Helper()
-	if err := os.WriteFile(l.policy, []byte(settings(l.dir, gateExtra)+doors), 0o600); err != nil {
+	src := settings(l.dir, gateExtra)
+	if strings.HasPrefix(doors, "metrics {") || strings.Contains(doors, "\nmetrics {") {
+		src = strings.Replace(src, noMetrics, "", 1)
+	}
+	if err := os.WriteFile(l.policy, []byte(src+doors), 0o600); err != nil {
 		l.t.Fatal(err)
 	}
 }
@@ -199,6 +208,7 @@ func (l *lab) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.d.metricsRetry = l.metricsRetry
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel, l.done = cancel, make(chan error, 1)
 	go func() { l.done <- l.d.Run(ctx) }()

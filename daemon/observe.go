@@ -2,8 +2,8 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/knockgate/knockgate/verdict"
@@ -44,14 +44,7 @@ func (d *Daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Durat
 		if !ok {
 			return // a reload removed the door in between
 		}
-		by, ports := "knock", fmt.Sprint(door.Open)
-		if door.GrantedBySPA(p) {
-			// An SPA grant covers the ports the packet asked for, and a
-			// client timeout may shorten it; status shows the details.
-			by, ports = "spa", "as requested"
-		}
-		d.log.Info("grant opened", "door", door.Name, "source", p.Src.String(), "by", by,
-			"open_for", door.OpenFor.String(), "ports", ports)
+		d.logOpened(p, door)
 		d.markDirty()
 		return
 	case verdict.ReasonClosed:
@@ -66,6 +59,7 @@ func (d *Daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Durat
 		d.markDirty()
 		return
 	}
+	d.logFailure(p, dec)
 	if !d.log.Enabled(context.Background(), slog.LevelDebug) {
 		return
 	}
@@ -102,4 +96,48 @@ func (d *Daemon) limitsConnections(name string) bool {
 		}
 	}
 	return false
+}
+
+// logOpened logs a grant just opened with what it actually allows: an SPA
+// grant covers the ports its packet asked for, for as long as it asked
+// (up to the door's max_open_for), so the line reads them from the
+// engine's grant rather than from the door. Grants open rarely; the
+// lookup is off the path of every other packet.
+func (d *Daemon) logOpened(p verdict.Packet, door verdict.Door) {
+	by := "knock"
+	if door.GrantedBySPA(p) {
+		by = "spa"
+	}
+	g, ok := d.eng.GrantOf(door.Name, p.Src, time.Now())
+	if !ok {
+		// Not under the sender's address: an SPA packet of a door with
+		// allow_any_source that asked for another address, or a grant
+		// already ended (a revoke, a reload) between decision and log.
+		d.log.Info("grant opened", "door", door.Name, "source", p.Src.String(), "by", by,
+			"granted_to", "the address the packet asked for")
+		return
+	}
+	ports := g.Ports
+	if ports == nil {
+		ports = door.Open
+	}
+	attrs := []any{"door", door.Name, "source", p.Src.String(), "by", by, "ports", portList(ports),
+		"open_for", g.Until.Sub(g.Opened).Round(time.Second).String(), "until", g.Until.Format(time.RFC3339)}
+	if g.ConnsLeft > 0 {
+		attrs = append(attrs, "connections", g.ConnsLeft)
+	}
+	d.log.Info("grant opened", attrs...)
+}
+
+// portList prints ports as the policy writes them, comma-separated:
+// "tcp/22,tcp/445".
+func portList(ps []verdict.Port) string {
+	var b strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(p.String())
+	}
+	return b.String()
 }

@@ -3,7 +3,9 @@ package daemon
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -74,29 +76,33 @@ func TestObserveNamesDoorsAfterReload(t *testing.T) {
 	}
 	l.d.observe(p, dec, 0)
 	lines := l.logLines("grant opened")
-	if len(lines) != 1 || lines[0]["door"] != "web" || lines[0]["ports"] != "[tcp/443]" {
+	if len(lines) != 1 || lines[0]["door"] != "web" || lines[0]["ports"] != "tcp/443" {
 		t.Fatalf("grant opened lines %v, want web's", lines)
 	}
 }
 
-// A grant an SPA packet opened is logged as such, for the ports the packet
-// asked for, and one a knock sequence of the same door opened as a knock.
+// A grant an SPA packet opened is logged as such, with the ports and time
+// the packet asked for, and one a knock sequence of the same door opened
+// as a knock, with the door's.
 func TestObserveLogsSPAGrant(t *testing.T) {
-	l := startLab(t, "", `
+	key, hmacKey := make([]byte, 32), make([]byte, 64)
+	rand.Read(key)
+	rand.Read(hmacKey)
+	l := startLab(t, "", fmt.Sprintf(`
 door "nas" {
   sequence = ["udp/7000", "udp/7001"]
   open     = ["tcp/445", "tcp/22"]
   spa {
     port            = "udp/62201"
-    key_base64      = "RVhBTVBMRS1LRVktdXNlLWtub2NrZ2F0ZS1rZXlnZW4="
-    hmac_key_base64 = "RVhBTVBMRS1ITUFDLUtFWS1wdWJsaXNoZWQtaW4tZG9jcy1yZXBsYWNlLXdpdGgta25vY2tnYXRlLWtleWdlbg=="
+    key_base64      = %q
+    hmac_key_base64 = %q
   }
 }
-`)
+`, base64.StdEncoding.EncodeToString(key), base64.StdEncoding.EncodeToString(hmacKey)))
 	door, _ := doorNamed(l.d.eng.Policy(), "nas")
 	src := netip.MustParseAddr("198.51.100.7")
 	payload, err := fwknop.EncodeRandom(&fwknop.Message{Username: "test", Timestamp: time.Now(), Version: "3.0.0",
-		Type: fwknop.TypeAccess, AllowIP: src, Ports: []fwknop.Port{{Proto: uint8(verdict.TCP), Num: 22}}}, door.SPA.Keys, rand.Reader)
+		Type: fwknop.TypeTimeoutAccess, ClientTimeout: 5, AllowIP: src, Ports: []fwknop.Port{{Proto: uint8(verdict.TCP), Num: 22}}}, door.SPA.Keys, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,9 +113,11 @@ door "nas" {
 	l.open("2001:db8::7", 7000)
 	var got []string
 	for _, line := range l.logLines("grant opened") {
-		got = append(got, line["door"].(string)+" "+line["source"].(string)+" "+line["by"].(string)+" "+line["ports"].(string))
+		got = append(got, line["door"].(string)+" "+line["source"].(string)+" "+line["by"].(string)+" "+line["ports"].(string)+" "+line["open_for"].(string))
 	}
-	if want := []string{"nas 198.51.100.7 spa as requested", "nas 2001:db8::7 knock [tcp/445 tcp/22]"}; !same(got, want) {
+	// The SPA packet asked for tcp/22 for 5 s: the line says so, not the
+	// door's ports and open_for.
+	if want := []string{"nas 198.51.100.7 spa tcp/22 5s", "nas 2001:db8::7 knock tcp/445,tcp/22 30s"}; !same(got, want) {
 		t.Fatalf("grant opened lines %q, want %q", got, want)
 	}
 }

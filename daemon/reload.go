@@ -52,14 +52,18 @@ func (d *Daemon) Reload(by string) (*ReloadOutcome, error) {
 		}
 		return fail(fmt.Errorf("failed to compile policy %s: %w", d.path, err))
 	}
-	for _, what := range rules.RestartOnlyChanges(running, pol) {
+	for _, w := range pol.Warnings() {
+		d.log.Warn("policy warning", "by", by, "warning", w.Error())
+	}
+	restartOnly := rules.RestartOnlyChanges(running, pol)
+	for _, what := range restartOnly {
 		d.log.Warn("a changed setting takes effect at the next restart", "setting", what)
 	}
 	// The queue and the sockets stay bound as they are; the state file
 	// can follow at once.
 	pol.KeepRestartOnly(running)
 	d.gen.Store(&generation{pol: pol})
-	out := &ReloadOutcome{Doors: len(pol.Doors)}
+	out := &ReloadOutcome{Doors: len(pol.Doors), RestartOnly: restartOnly}
 	for _, g := range ended {
 		d.log.Info("grant ended", "door", g.Door, "source", g.Source.String(), "by", "reload removed the door")
 		out.Ended = append(out.Ended, g.Door+" "+g.Source.String())

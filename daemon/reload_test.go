@@ -117,8 +117,13 @@ func TestReloadRestartOnlySettings(t *testing.T) {
 	l := startLab(t, "", twoDoors)
 	l.open("198.51.100.7", 7000)
 	l.writePolicy("  queue = 9\n  fail_open = true\n", twoDoors)
-	if _, err := l.d.Reload("test"); err != nil {
+	out, err := l.d.Reload("test")
+	if err != nil {
 		t.Fatal(err)
+	}
+	// The client that asked is told too (knockgate reload prints it).
+	if strings.Join(out.RestartOnly, ",") != "queue,fail_open" {
+		t.Fatalf("reload outcome names %v as waiting for a restart, want queue and fail_open", out.RestartOnly)
 	}
 	var settings []string
 	for _, line := range l.logLines("a changed setting takes effect at the next restart") {

@@ -3,7 +3,9 @@ package daemon
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -106,18 +108,21 @@ func TestRestoreVersion1StateFile(t *testing.T) {
 // An SPA grant whose client asked for 120 s comes back after a restart
 // with what it had left, not with the door's open_for.
 func TestRestoreKeepsSPAExpiry(t *testing.T) {
-	l := startLab(t, "", `
+	key, hmacKey := make([]byte, 32), make([]byte, 64)
+	rand.Read(key)
+	rand.Read(hmacKey)
+	l := startLab(t, "", fmt.Sprintf(`
 door "nas" {
   open     = ["tcp/22"]
   open_for = "30s"
   spa {
     port            = "udp/62201"
     max_open_for    = "5m"
-    key_base64      = "RVhBTVBMRS1LRVktdXNlLWtub2NrZ2F0ZS1rZXlnZW4="
-    hmac_key_base64 = "RVhBTVBMRS1ITUFDLUtFWS1wdWJsaXNoZWQtaW4tZG9jcy1yZXBsYWNlLXdpdGgta25vY2tnYXRlLWtleWdlbg=="
+    key_base64      = %q
+    hmac_key_base64 = %q
   }
 }
-`)
+`, base64.StdEncoding.EncodeToString(key), base64.StdEncoding.EncodeToString(hmacKey)))
 	door, _ := doorNamed(l.d.eng.Policy(), "nas")
 	src := netip.MustParseAddr("198.51.100.7")
 	payload, err := fwknop.EncodeRandom(&fwknop.Message{Username: "test", Timestamp: time.Now(), Version: "3.0.0",

@@ -417,9 +417,13 @@ func (q *Queue) loop(fd int) error {
 			// The kernel reports the buffer it granted, which is double
 			// what we asked for, or less if SO_RCVBUF was capped.
 			rbuf, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
-			q.log.Info("queue bound", "copy_range", q.cfg.CopyRange, "max_queue_len", q.cfg.MaxQueueLen,
-				"read_buffer", rbuf, "fail_open", q.cfg.FailOpen,
-				"accept_mark", fmt.Sprintf("%#x/%#x", q.cfg.AcceptMark, q.cfg.AcceptMask))
+			attrs := []any{"copy_range", q.cfg.CopyRange, "max_queue_len", q.cfg.MaxQueueLen,
+				"read_buffer", rbuf, "fail_open", q.cfg.FailOpen}
+			if q.cfg.FailOpen {
+				// Fail-closed rules ignore marks: naming one would mislead.
+				attrs = append(attrs, "accept_mark", fmt.Sprintf("%#x/%#x", q.cfg.AcceptMark, q.cfg.AcceptMask))
+			}
+			q.log.Info("queue bound", attrs...)
 		}
 	}
 	if !q.bound {

@@ -150,7 +150,7 @@ func TestTwoQueues(t *testing.T) {
 	l := newLab(t, "--queues", "2")
 	l.gateExtra = "queues = 2"
 	l.start()
-	l.waitLog("knockgate ready", 5*time.Second, "queues=0:1")
+	l.waitLog("knockgate ready", 5*time.Second, "queue=0 queues=2")
 	for _, fam := range families {
 		t.Run(fam.name, func(t *testing.T) {
 			l.t = t

@@ -30,6 +30,10 @@ type compiler struct {
 	stateFile *hcl.Attribute
 	// clusterListen is the cluster block's listen, once valid.
 	clusterListen *hcl.Attribute
+	// warnings are what Policy.Warnings reports (publishedkeys.go);
+	// inlineKeys is set when the policy file itself holds keys.
+	warnings   []error
+	inlineKeys bool
 }
 
 // text gives the source text of r, shortened, for quoting a value as it was

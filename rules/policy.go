@@ -51,6 +51,8 @@ type Policy struct {
 	Cluster *Cluster
 	// named is what ProtectedFiles reports.
 	named []namedFile
+	// warnings are the compiler's, for Warnings (publishedkeys.go).
+	warnings []error
 }
 
 // Defaults of the accept mark: "KG" in the upper half, leaving the lower
@@ -128,6 +130,10 @@ func Parse(src []byte, filename string) (*Policy, error) {
 		return nil, newError(diags, parser.Files())
 	}
 	p.File = filename
+	if c.inlineKeys && filename != "" {
+		c.private(filename, "the policy, which holds keys inline")
+	}
+	p.warnings = c.warnings
 	return p, nil
 }
 
@@ -157,5 +163,6 @@ func (p *Policy) Warnings() []error {
 	if len(p.Doors) == 0 {
 		ws = append(ws, fmt.Errorf("%s: %w: every queued packet gets the unprotected verdict (%v)", p.File, ErrNoDoor, p.Unprotected))
 	}
+	ws = append(ws, p.warnings...)
 	return ws
 }

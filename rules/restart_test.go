@@ -15,8 +15,8 @@ func TestRestartOnlyChanges(t *testing.T) {
 	const spaDoor = `door "nas" {
   open = ["tcp/445"]
   spa {
-    key_base64      = "RVhBTVBMRS1LRVktdXNlLWtub2NrZ2F0ZS1rZXlnZW4="
-    hmac_key_base64 = "RVhBTVBMRS1ITUFDLUtFWS1wdWJsaXNoZWQtaW4tZG9jcy1yZXBsYWNlLXdpdGgta25vY2tnYXRlLWtleWdlbg=="
+    key_base64      = "HBaYvGAeCNs1oqVe0y0duCjogG/kI2udz0poUUiBkBI="
+    hmac_key_base64 = "j4g8ao5B3RAKKOcb35Sid9kr8SFRcoF3a8mBj03UxZ2cahvTg6GKVojvxVNXC4UwI+YIxxxVuYNnKrbO+cs1Kg=="
   }
 }
 `
@@ -59,8 +59,8 @@ func TestKeepRestartOnly(t *testing.T) {
 // sorted into one of the two here.
 func TestRestartOnlyCoversSettings(t *testing.T) {
 	// named (ProtectedFiles) follows the policy file as last loaded, as the
-	// daemon reads it at each save.
-	reloadable := []string{"Policy", "File", "StateFile", "named"}
+	// daemon reads it at each save; so do its warnings.
+	reloadable := []string{"Policy", "File", "StateFile", "named", "warnings"}
 	// Cluster is partly both: its peers reload, the rest does not
 	// (KeepClusterRestartOnly, TestClusterRestartOnly).
 	restartOnly := []string{"Queue", "Queues", "MetricsListen", "ControlSocket", "FailOpen", "AcceptMark", "AcceptMask", "Cluster"}

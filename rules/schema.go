@@ -72,6 +72,7 @@ type rawSPA struct {
 	MaxAge         *hcl.Attribute `hcl:"max_age,optional"`
 	MaxOpenFor     *hcl.Attribute `hcl:"max_open_for,optional"`
 	AllowAnySource *hcl.Attribute `hcl:"allow_any_source,optional"`
+	AllowPublished *hcl.Attribute `hcl:"allow_published_keys,optional"`
 }
 
 type rawTOTP struct {
@@ -80,4 +81,6 @@ type rawTOTP struct {
 	Step         *hcl.Attribute `hcl:"step,optional"`
 	Length       *hcl.Attribute `hcl:"length,optional"`
 	Ports        *hcl.Attribute `hcl:"ports,optional"`
+	// AllowPublished: see publishedkeys.go.
+	AllowPublished *hcl.Attribute `hcl:"allow_published_keys,optional"`
 }

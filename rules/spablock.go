@@ -131,7 +131,9 @@ func (c *compiler) spaKeys(door string, raw *rawSPA, block hcl.Range, keys *fwkn
 			return false
 		}
 		encRange, macRange = r, r
+		c.private(path, fmt.Sprintf("the keys_file of door %q", door))
 	default:
+		c.inlineKeys = true
 		for _, a := range []struct {
 			attr *hcl.Attribute
 			name string
@@ -164,7 +166,8 @@ func (c *compiler) spaKeys(door string, raw *rawSPA, block hcl.Range, keys *fwkn
 		c.errorf(macRange, nil, err.Error()+".", "unusable SPA keys for door %q", door)
 		return false
 	}
-	return true
+	return c.published(door, "SPA encryption key", keys.Enc, encRange, raw.AllowPublished) &&
+		c.published(door, "SPA HMAC key", keys.HMAC, macRange, raw.AllowPublished)
 }
 
 // parseKeysFile reads KEY_BASE64 and HMAC_KEY_BASE64 from the output of

@@ -45,6 +45,7 @@ func (c *compiler) totpBlock(door string, b *hcl.Block, body hcl.Body) (*verdict
 			return nil, nil
 		}
 		secret, secretRange = s, raw.SecretBase64.Expr.Range().Ptr()
+		c.inlineKeys = true
 	case present(raw.SecretFile):
 		path, sok := c.str(raw.SecretFile.Expr, &raw.SecretFile.Range, "secret_file")
 		if !sok {
@@ -59,6 +60,7 @@ func (c *compiler) totpBlock(door string, b *hcl.Block, body hcl.Body) (*verdict
 			return nil, nil
 		}
 		secret = parseSecretFile(text)
+		c.private(path, fmt.Sprintf("the secret_file of door %q", door))
 	default:
 		c.errorf(blockRange.Ptr(), nil, "A totp block needs secret_base64 or secret_file; `knockgate keygen --kind totp` makes one.",
 			"door %q totp block has no secret", door)
@@ -68,6 +70,8 @@ func (c *compiler) totpBlock(door string, b *hcl.Block, body hcl.Body) (*verdict
 	if err != nil || len(key) < verdict.MinTOTPSecret {
 		detail := fmt.Sprintf("The secret is base64 of at least %d random bytes, as `knockgate keygen --kind totp` prints it.", verdict.MinTOTPSecret)
 		c.errorf(secretRange, nil, detail, "invalid TOTP secret of door %q", door)
+		ok = false
+	} else if !c.published(door, "TOTP secret", key, secretRange, raw.AllowPublished) {
 		ok = false
 	}
 	t.Secret = key

@@ -44,6 +44,9 @@ func (c *compiler) path(a *hcl.Attribute, what, detail string, emptyOK bool) (st
 		c.errorf(a.Expr.Range().Ptr(), &a.Range, detail, "invalid %s %q: want an absolute path", what, s)
 		return "", false
 	}
+	if s == "" {
+		return "", true // off; filepath.Clean would make it ".", the working directory
+	}
 	return filepath.Clean(s), true
 }
 

@@ -152,7 +152,7 @@ func (s *shard) track(c *compiled, d *Decision, src netip.Addr, sk source, port 
 		case t-pr.start > sq.timeout || pr.gen != gen:
 			// Too slow, or a TOTP step ago: the sequence is gone, and this
 			// packet may start anew.
-			d.Reset = sq.door
+			d.Reset, d.ResetTimedOut = sq.door, true
 			s.progress.deleteAt(i)
 		case knocks[pr.step] == port:
 			pr.step++

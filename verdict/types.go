@@ -233,6 +233,9 @@ type Decision struct {
 	// decision; the names stay true. They share the policy's strings, so
 	// they cost no allocation.
 	DoorName, ResetName string
+	// ResetTimedOut says why Reset: the sequence in progress ran out of
+	// time (or its TOTP step passed) rather than met a wrong packet.
+	ResetTimedOut bool
 	// GrantEnded is set when this packet used the last connection a
 	// max_connections grant allowed: the grant is gone.
 	GrantEnded bool

@@ -62,7 +62,8 @@ type bench struct {
 // policy is knockgate's realistic bench policy: three knock doors (one
 // with a close sequence, one with allow_from, one with max_connections)
 // and an SPA door, protecting tcp/22, tcp/443, tcp/2222 and tcp/8443. The
-// SPA keys are the published placeholders of contrib/examples/spa.hcl.
+// SPA keys are the published placeholders of contrib/examples/spa.hcl,
+// which a bench may use (allow_published_keys).
 func (b *bench) policy(c consumer) string {
 	extra := ""
 	if c.Queues > 1 {
@@ -108,6 +109,7 @@ door "nas" {
     port            = "udp/62201"
     key_base64      = "RVhBTVBMRS1LRVktdXNlLWtub2NrZ2F0ZS1rZXlnZW4="
     hmac_key_base64 = "RVhBTVBMRS1ITUFDLUtFWS1wdWJsaXNoZWQtaW4tZG9jcy1yZXBsYWNlLXdpdGgta25vY2tnYXRlLWtleWdlbg=="
+    allow_published_keys = true
   }
   open = ["tcp/22", "tcp/443"]
 }

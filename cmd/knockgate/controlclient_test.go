@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,9 +24,13 @@ type daemonAnswers struct {
 }
 
 func (f *daemonAnswers) Status() *daemon.StatusReport {
-	return &daemon.StatusReport{Version: "test", Policy: "/etc/p.hcl", TrackedSources: 3, MaxSources: 10,
+	return &daemon.StatusReport{Version: "test", Policy: "/etc/p.hcl", TrackedSources: 3, MaxSources: 10, Node: "gw1",
 		Doors: []daemon.DoorStatus{{Name: "ssh", Grants: []daemon.GrantStatus{{Source: netip.MustParseAddr("198.51.100.7"), LeftSeconds: 12,
-			Until: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}}, {Name: "web"}}}
+			Until: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Ports: []string{"tcp/22"}, ConnsLeft: 2, Origin: "gw1"}}}, {Name: "web"}},
+		Bans:     []daemon.BanStatus{{Source: netip.MustParseAddr("203.0.113.9"), LeftSeconds: 300}},
+		Knocks:   []daemon.KnockCount{{Door: "ssh", Sources: 0}, {Door: "web", Sources: 1}},
+		Progress: []daemon.ProgressStatus{{Door: "web", Source: netip.MustParseAddr("198.51.100.8"), Step: 1, Of: 2}},
+		Health:   "degraded", Degraded: "failed to listen for metrics on 127.0.0.1:9100"}
 }
 
 func (f *daemonAnswers) Revoke(door string, src netip.Addr) (bool, error) {
@@ -39,8 +45,10 @@ func (f *daemonAnswers) Reload(string) (*daemon.ReloadOutcome, error) {
 	if f.fail != nil {
 		return nil, f.fail
 	}
-	return &daemon.ReloadOutcome{Doors: 2, Ended: []string{"old 192.0.2.9"}}, nil
+	return &daemon.ReloadOutcome{Doors: 2, Ended: []string{"old 192.0.2.9"}, RestartOnly: []string{"queue"}}, nil
 }
+
+func (f *daemonAnswers) Unban(src netip.Addr) bool { return src == netip.MustParseAddr("203.0.113.9") }
 
 func TestControlCommands(t *testing.T) {
 	f := &daemonAnswers{}
@@ -56,6 +64,33 @@ func TestControlCommands(t *testing.T) {
 	code, out, errOut := runMain(t, "status", "--socket", sock)
 	if code != 0 || !strings.Contains(out, "198.51.100.7") || !strings.Contains(out, "12s") || !strings.Contains(out, "web") {
 		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
+	}
+	// Every grant with its ports, connections left and origin; the
+	// penalty box; knocks per door, and per source with --verbose.
+	for _, want := range []string{"gw1", "tcp/22", "5m0s", "203.0.113.9", "web 1;", "DEGRADED: failed to listen for metrics"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "198.51.100.8") {
+		t.Errorf("status without --verbose lists knocks per source:\n%s", out)
+	}
+	if code, out, _ = runMain(t, "status", "--socket", sock, "--verbose"); code != 0 || !strings.Contains(out, "198.51.100.8") || !strings.Contains(out, "1 of 2") {
+		t.Errorf("status --verbose: exit %d\n%s", code, out)
+	}
+	// The socket can come from the policy.
+	policy := filepath.Join(t.TempDir(), "p.hcl")
+	if err := os.WriteFile(policy, []byte(fmt.Sprintf("gate {\n  control_socket = %q\n}\n", sock)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut = runMain(t, "status", "--config", policy); code != 0 || !strings.Contains(out, "gw1") {
+		t.Fatalf("status --config: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, _ = runMain(t, "unban", "--config", policy, "--source", "203.0.113.9"); code != 0 || !strings.Contains(out, "lifted 203.0.113.9's ban") {
+		t.Fatalf("unban: exit %d\n%s", code, out)
+	}
+	if code, out, _ = runMain(t, "unban", "--socket", sock, "--source", "192.0.2.1"); code != 0 || !strings.Contains(out, "192.0.2.1 was not banned") {
+		t.Fatalf("unban of a source not banned: exit %d\n%s", code, out)
 	}
 	code, out, _ = runMain(t, "status", "--socket", sock, "--json")
 	if code != 0 || !strings.Contains(out, `"tracked_sources": 3`) {
@@ -76,7 +111,8 @@ func TestControlCommands(t *testing.T) {
 	}
 
 	code, out, _ = runMain(t, "reload", "--socket", sock)
-	if code != 0 || !strings.Contains(out, "reloaded: 2 door(s)") || !strings.Contains(out, "old 192.0.2.9") {
+	if code != 0 || !strings.Contains(out, "reloaded: 2 door(s)") || !strings.Contains(out, "old 192.0.2.9") ||
+		!strings.Contains(out, "warning: queue changed, but takes effect at the next restart") {
 		t.Fatalf("reload: exit %d\n%s", code, out)
 	}
 	f.fail = errors.New("p.hcl:3:5: bad port")
@@ -86,10 +122,43 @@ func TestControlCommands(t *testing.T) {
 	}
 }
 
+// Without a daemon the commands say that none answered, with an exit
+// status of their own, and never that the daemon refused.
 func TestControlCommandsWithoutDaemon(t *testing.T) {
-	code, _, errOut := runMain(t, "status", "--socket", filepath.Join(t.TempDir(), "none.sock"))
-	if code != 1 || !strings.Contains(errOut, "is knockgate running") {
-		t.Fatalf("exit %d: %s", code, errOut)
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, args := range [][]string{
+		{"status", "--socket", sock}, {"reload", "--socket", sock},
+		{"revoke", "--socket", sock, "--door", "ssh", "--source", "192.0.2.1"},
+	} {
+		code, _, errOut := runMain(t, args...)
+		if code != exitNoDaemon || !strings.Contains(errOut, "no daemon answered") || strings.Contains(errOut, "refused") {
+			t.Errorf("%v: exit %d: %s", args, code, errOut)
+		}
+	}
+}
+
+// --watch redraws in place: it clears the screen before each report, and
+// stops when its context ends.
+func TestWatchLoop(t *testing.T) {
+	var out strings.Builder
+	ctx, cancel := context.WithCancel(context.Background())
+	draws := 0
+	err := watchLoop(ctx, &out, time.Millisecond, func() error {
+		draws++
+		fmt.Fprintf(&out, "report %d\n", draws)
+		if draws == 3 {
+			cancel()
+		}
+		return nil
+	})
+	if err != nil || draws != 3 {
+		t.Fatalf("watchLoop: %v after %d draws", err, draws)
+	}
+	if want := "\x1b[H\x1b[2Jreport 1\n\x1b[H\x1b[2Jreport 2\n\x1b[H\x1b[2Jreport 3\n"; out.String() != want {
+		t.Fatalf("output %q, want %q", out.String(), want)
+	}
+	if code, _, errOut := runMain(t, "status", "--watch", "-1"); code != 2 || !strings.Contains(errOut, "invalid --watch -1") {
+		t.Fatalf("status --watch -1: exit %d: %s", code, errOut)
 	}
 }
 
@@ -122,7 +191,8 @@ func TestControlCommandsDegraded(t *testing.T) {
 	go daemon.ServeControl(ctx, ln, &degradedAnswers{}, slog.New(slog.DiscardHandler))
 
 	code, out, errOut := runMain(t, "status", "--socket", sock)
-	if code != 0 || !strings.Contains(out, "degraded: the state file cannot be saved: no space left on device (3 failed saves)") ||
+	if code != 0 || !strings.Contains(out, "DEGRADED: the state file cannot be saved: no space left on device") ||
+		!strings.Contains(out, "state file: 3 failed saves") ||
 		!strings.Contains(out, "closed until restart") || !strings.Contains(out, "tcp/8443") {
 		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
 	}

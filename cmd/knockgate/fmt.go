@@ -63,7 +63,7 @@ type fmtOptions struct {
 
 // runFmt is cmdFmt with standard input passed in, so tests can feed "-".
 func runFmt(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("fmt", "[-check] [-w] [-diff] [-recursive] [FILE|DIR|- ...]", fmtAbout, stderr)
+	fs := newFlags("fmt", "[-check] [-w] [-diff] [-recursive] [FILE|DIR|- ...]", fmtAbout, stdout, stderr)
 	check := fs.Bool("check", false, "write nothing; list the files that need formatting and exit 3 if there are any")
 	write := fs.Bool("w", true, "rewrite files in place and list those changed; -w=false prints the formatted text instead")
 	diff := fs.Bool("diff", false, "print a unified diff of the changes")

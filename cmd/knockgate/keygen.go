@@ -29,7 +29,7 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 			"With --kind totp it prints a secret for a door's totp block instead, as\n"+
 			"TOTP_SECRET_BASE64: … (32 random bytes), which is also a secret_file.\n\n"+
 			"With --kind cluster it prints a cluster key (32 random bytes, base64, one\n"+
-			"line): save it as every gateway's cluster secret_file.", stderr)
+			"line): save it as every gateway's cluster secret_file.", stdout, stderr)
 	kind := fs.String("kind", "spa", "`kind` of secret: spa (fwknop-compatible keys), totp (a secret for a door's totp block) or cluster (the key gateways of a cluster share)")
 	digestName := fs.String("hmac-digest", "sha256", "HMAC `digest`: md5, sha1, sha256, sha384, sha512, sha3_256 or sha3_512; sets the HMAC key size as fwknop does")
 	quiet := fs.Bool("quiet", false, "print only the KEY_BASE64 and HMAC_KEY_BASE64 lines")
@@ -37,11 +37,8 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 	portFlag := fs.String("port", "udp/62201", "the door's SPA `port`, for both snippets")
 	var access portList
 	fs.Var(&access, "access", "comma-separated `ports` to ask for, for the .fwknoprc stanza (default tcp/22)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	switch *kind {
 	case "spa":

@@ -145,7 +145,7 @@ func TestKeygenErrors(t *testing.T) {
 		{[]string{"keygen", "--kind", "gpg"}, 1, `invalid --kind "gpg"`},
 		{[]string{"keygen", "--port", "tcp/62201"}, 1, "invalid --port"},
 		{[]string{"keygen", "--access", "tcp/0"}, 2, `invalid value "tcp/0" for flag -access`},
-		{[]string{"keygen", "extra"}, 1, `unexpected argument "extra"`},
+		{[]string{"keygen", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"keygen", "--nope"}, 2, "flag provided but not defined"},
 		{[]string{"keygen", "--help"}, 0, "Usage: knockgate keygen"},
 	} {

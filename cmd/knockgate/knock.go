@@ -23,7 +23,7 @@ func cmdKnock(args []string, stdout, stderr io.Writer) error {
 			"for a door with a totp block, the sequence of the current time step.\n"+
 			"Examples:\n"+
 			"  knockgate knock 198.51.100.1 tcp/7000 udp/8000 tcp/9000\n"+
-			"  knockgate knock --door ssh --config /etc/knockgate/policy.hcl gw.example.net", stderr)
+			"  knockgate knock --door ssh --config /etc/knockgate/policy.hcl gw.example.net", stdout, stderr)
 	door := fs.String("door", "", "door `name` whose sequence to send (needs --config)")
 	config := fs.String("config", "/etc/knockgate/policy.hcl", "policy `file` for --door")
 	closeSeq := fs.Bool("close", false, "send the door's close_sequence instead, revoking the grant")
@@ -32,8 +32,7 @@ func cmdKnock(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fs.NArg() < 1 {
-		fs.Usage()
-		return errUsage
+		return usageErrorf("missing HOST: the address or name to knock on")
 	}
 	host, rest := fs.Arg(0), fs.Args()[1:]
 
@@ -159,15 +158,14 @@ func cmdSequence(args []string, stdout, stderr io.Writer) error {
 			"For a door with a totp block that is the sequence of the current time\n"+
 			"step (the previous step's is accepted too, so it stays good until the\n"+
 			"end of the next step). Prints the ports as proto/port, then the same\n"+
-			"as arguments of Debian's knock client.", stderr)
+			"as arguments of Debian's knock client.", stdout, stderr)
 	door := fs.String("door", "", "door `name`")
 	config := fs.String("config", "/etc/knockgate/policy.hcl", "policy `file`")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	if *door == "" {
-		fs.Usage()
-		return errUsage
+	if err := requireFlags(map[string]string{"door": *door}); err != nil {
+		return err
 	}
 	d, err := policyDoor(*config, *door, stderr)
 	if err != nil {

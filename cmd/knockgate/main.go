@@ -10,11 +10,13 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"sort"
 )
 
 // version is stamped by the Makefile with -ldflags "-X main.version=...".
@@ -36,9 +38,11 @@ func commands() []command {
 		{"spa", "send a door's Single Packet Authorization packet to a host", cmdSPA},
 		{"keygen", "print a fresh SPA key pair in fwknop's format, or a TOTP secret", cmdKeygen},
 		{"rules", "print the static steering rules (iptables, ip6tables or nftables)", cmdRules},
-		{"status", "show the running daemon's grants and tracked sources", cmdStatus},
+		{"check", "compare the live iptables steering rules with what the policy needs", cmdCheck},
+		{"status", "show the running daemon's grants, bans and knocks in progress", cmdStatus},
 		{"revoke", "end a source's grant for a door at once", cmdRevoke},
 		{"reload", "make the running daemon re-read its policy, keeping grants", cmdReload},
+		{"unban", "lift a source's ban from the running daemon's penalty box", cmdUnban},
 		{"version", "print the version", cmdVersion},
 	}
 }
@@ -48,7 +52,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\nRun 'knockgate <command> --help' for a command's flags.\n")
+	fmt.Fprintf(w, "\nRun 'knockgate help <command>' or 'knockgate <command> --help' for a command's flags;\n'knockgate --version' prints the version.\n")
 }
 
 // errUsage marks errors that flag parsing has already explained.
@@ -69,9 +73,25 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
-	case "-h", "-help", "--help", "help":
+	case "-h", "-help", "--help":
 		usage(stdout)
 		return 0
+	case "-v", "-version", "--version":
+		return realMain([]string{"version"}, stdout, stderr)
+	case "help":
+		switch len(args) {
+		case 1:
+			usage(stdout)
+			return 0
+		case 2:
+			if args[1] == "help" {
+				usage(stdout)
+				return 0
+			}
+			return realMain([]string{args[1], "--help"}, stdout, stderr)
+		}
+		fmt.Fprintf(stderr, "knockgate help: want at most one command, got %q\n", args[1:])
+		return 2
 	}
 	for _, c := range commands() {
 		if c.name != args[0] {
@@ -79,6 +99,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		}
 		err := c.run(args[1:], stdout, stderr)
 		var ee exitError
+		var ue usageError
 		switch {
 		case err == nil:
 			return 0
@@ -88,6 +109,9 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 			return 2
 		case errors.As(err, &ee):
 			return ee.code
+		case errors.As(err, &ue):
+			fmt.Fprintf(stderr, "knockgate %s: %s\nRun 'knockgate help %s' for its usage.\n", c.name, ue.msg, c.name)
+			return 2
 		}
 		fmt.Fprintf(stderr, "knockgate %s: %v\n", c.name, err)
 		return 1
@@ -97,9 +121,17 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// flagSet is a command's flag set with the two writers its messages go
+// to: --help to stdout (what was asked for), usage errors to stderr.
+type flagSet struct {
+	*flag.FlagSet
+	stdout, stderr io.Writer
+	buf            bytes.Buffer
+}
+
 // newFlags makes a flag set whose --help names the command and its purpose.
-func newFlags(name, synopsis, about string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+func newFlags(name, synopsis, about string, stdout, stderr io.Writer) *flagSet {
+	fs := &flagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), stdout: stdout, stderr: stderr}
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: knockgate %s %s\n\n%s\n", name, synopsis, about)
@@ -113,19 +145,65 @@ func newFlags(name, synopsis, about string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
+// parseFlags parses a command's flags. --help prints the command's help to
+// stdout; a bad flag or value is named on stderr, with the usage.
+func parseFlags(fs *flagSet, args []string) error {
+	fs.buf.Reset()
+	fs.SetOutput(&fs.buf)
+	err := fs.Parse(args)
+	fs.SetOutput(fs.stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.stdout.Write(fs.buf.Bytes())
+		return err
+	}
+	fs.stderr.Write(fs.buf.Bytes())
+	if err != nil {
 		return errUsage
 	}
 	return nil
 }
 
-func cmdVersion(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("version", "", "Print knockgate's version.", stderr)
+// parseNoArgs parses the flags of a command that takes no arguments, and
+// refuses any, rather than ignoring what an operator meant to say.
+func parseNoArgs(fs *flagSet, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected argument %q: %s takes flags only", fs.Arg(0), fs.Name())
+	}
+	return nil
+}
+
+// requireFlags names the first of the required flags (in name order) left
+// empty.
+func requireFlags(flags map[string]string) error {
+	names := make([]string, 0, len(flags))
+	for n := range flags {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if flags[n] == "" {
+			return usageErrorf("missing --%s", n)
+		}
+	}
+	return nil
+}
+
+// usageError is a command line that cannot be run as given: realMain
+// prints it with a pointer to the command's help and exits 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return usageError{fmt.Sprintf(format, args...)}
+}
+
+func cmdVersion(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("version", "", "Print knockgate's version.", stdout, stderr)
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "knockgate %s\n", version)

@@ -32,7 +32,10 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{[]string{"run", "--help"}, 0, "Usage: knockgate run --config FILE"},
 		{[]string{"knock", "--help"}, 0, "knockgate knock 198.51.100.1 tcp/7000"},
 		{[]string{"rules", "--nope"}, 2, "flag provided but not defined"},
-		{[]string{"knock"}, 2, "Usage: knockgate knock"},
+		{[]string{"knock"}, 2, "missing HOST"},
+		{[]string{"revoke", "--door", "ssh"}, 2, "missing --source"},
+		{[]string{"sequence"}, 2, "missing --door"},
+		{[]string{"spa"}, 2, "missing HOST"},
 		{[]string{"knock", "192.0.2.1"}, 1, "no ports to knock on"},
 		{[]string{"knock", "192.0.2.1", "tcp/0"}, 1, `port "0" is not a number from 1 to 65535`},
 		{[]string{"knock", "--door", "ssh", "192.0.2.1", "tcp/1"}, 1, "either --door or ports"},
@@ -42,7 +45,7 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{[]string{"rules", "--queue", "70000"}, 1, "invalid --queue 70000"},
 		{[]string{"rules", "--dnat", "tcp/2222"}, 2, "proto/port=address:port"},
 		{[]string{"run", "--config", "/nonexistent/policy.hcl"}, 1, "/nonexistent/policy.hcl"},
-		{[]string{"run", "--log-format", "xml"}, 1, `invalid --log-format "xml"`},
+		{[]string{"run", "--log-format", "xml"}, 2, `invalid --log-format "xml"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -154,5 +157,126 @@ func TestProcsFor(t *testing.T) {
 		if got := procsFor(tc.queues, tc.current); got != tc.want {
 			t.Errorf("procsFor(%d, %d) = %d, want %d", tc.queues, tc.current, got, tc.want)
 		}
+	}
+}
+
+// TestValidateEveryFile: validate checks each file it is given, and the
+// --config one, and fails when any of them is invalid; a policy without a
+// door is valid but warned about.
+func TestValidateEveryFile(t *testing.T) {
+	const good = "../../contrib/examples/minimal.hcl"
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.hcl")
+	if err := os.WriteFile(bad, []byte("door \"ssh\" {\n  sequence = [\"tcp/70000\"]\n  open = [\"tcp/22\"]\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty.hcl")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args     []string
+		code     int
+		out, err []string
+	}{
+		{[]string{"validate", bad}, 1, nil, []string{bad + ":2:"}},
+		{[]string{"validate", "--config", good, bad}, 1, []string{good + ": valid"}, []string{bad + ":2:", "1 of 2 policies invalid"}},
+		{[]string{"validate", good, good}, 0, []string{good + ": valid"}, nil},
+		{[]string{"validate", empty}, 0, []string{empty + ": valid, 0 door(s)"}, []string{"warning: ", "has no door"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, stdout, stderr := runMain(t, tt.args...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d:\n%s%s", code, tt.code, stdout, stderr)
+			}
+			for _, w := range tt.out {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("stdout lacks %q:\n%s", w, stdout)
+				}
+			}
+			for _, w := range tt.err {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr)
+				}
+			}
+		})
+	}
+}
+
+// TestNoSilentArguments: a command that takes no arguments refuses them
+// with exit 2 and names the argument, rather than ignoring it.
+func TestNoSilentArguments(t *testing.T) {
+	for _, args := range [][]string{
+		{"run", "extra"}, {"sequence", "--door", "ssh", "extra"}, {"status", "extra"},
+		{"revoke", "--door", "ssh", "--source", "192.0.2.1", "extra"}, {"reload", "extra"},
+		{"version", "extra"}, {"keygen", "extra"}, {"rules", "extra"}, {"unban", "--source", "192.0.2.1", "extra"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			code, stdout, stderr := runMain(t, args...)
+			if code != 2 || !strings.Contains(stderr, `unexpected argument "extra"`) {
+				t.Fatalf("exit %d, output:\n%s%s\nwant exit 2 naming the argument", code, stdout, stderr)
+			}
+		})
+	}
+}
+
+// TestConventions: --version and -v print the version, help CMD prints
+// that command's help, --help of every command goes to stdout with exit
+// 0, and usage errors exit 2 naming the bad flag or value.
+func TestConventions(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"-v"}, {"version"}} {
+		if code, out, _ := runMain(t, args...); code != 0 || out != "knockgate dev\n" {
+			t.Errorf("%v: exit %d, stdout %q", args, code, out)
+		}
+	}
+	for _, c := range commands() {
+		for _, args := range [][]string{{"help", c.name}, {c.name, "--help"}, {c.name, "-h"}} {
+			code, out, errOut := runMain(t, args...)
+			if code != 0 || !strings.HasPrefix(out, "Usage: knockgate "+c.name) || errOut != "" {
+				t.Errorf("%v: exit %d, stdout %q, stderr %q; want its usage on stdout, exit 0", args, code, out, errOut)
+			}
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--log-level", "loud"}, `invalid --log-level "loud": want debug, info, warn or error`},
+		{[]string{"run", "--log-format", "xml"}, `invalid --log-format "xml": want text, json or journal`},
+		{[]string{"status", "--nope"}, "flag provided but not defined: -nope"},
+		{[]string{"help", "bogus"}, `unknown command "bogus"`},
+	} {
+		if code, out, errOut := runMain(t, tt.args...); code != 2 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 2 and %q", tt.args, code, out, errOut, tt.want)
+		}
+	}
+}
+
+// TestJournalLog: the journal format carries the level as a syslog
+// priority and no timestamp, which the journal adds itself.
+func TestJournalLog(t *testing.T) {
+	var b bytes.Buffer
+	log, err := newLogger(&b, "journal", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Debug("hidden")
+	log.Info("grant opened", "door", "ssh")
+	log.With("queue", 0).Warn("slow")
+	log.Error("failed")
+	want := "<6>level=INFO msg=\"grant opened\" door=ssh\n<4>level=WARN msg=slow queue=0\n<3>level=ERROR msg=failed\n"
+	if b.String() != want {
+		t.Fatalf("journal lines:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+// The example policy with public keys validates only because it says
+// allow_published_keys, and validate warns about each key.
+func TestValidateWarnsPublishedKeys(t *testing.T) {
+	const spaExample = "../../contrib/examples/spa.hcl"
+	code, out, errOut := runMain(t, "validate", spaExample)
+	if code != 0 || !strings.Contains(out, "valid") || strings.Count(errOut, "uses a published SPA") != 4 {
+		t.Fatalf("validate %s: exit %d\n%s%s\nwant valid with 4 published-key warnings", spaExample, code, out, errOut)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,14 +22,18 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 			"Signals: SIGHUP re-reads the policy (grants and knocks in progress of\n"+
 			"doors that remain are kept; an invalid policy is refused and the running\n"+
 			"one stays); SIGINT and SIGTERM stop the daemon. Grants are saved to the\n"+
-			"policy's state_file and restored on start.", stderr)
+			"policy's state_file and restored on start.", stdout, stderr)
 	config := fs.String("config", "/etc/knockgate/policy.hcl", "policy `file`")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	logLevel := fs.String("log-level", "info", "log level: debug (every knock), info, warn or error")
-	if err := parseFlags(fs, args); err != nil {
+	logFormat := fs.String("log-format", "text", "log `format`: text, json or journal (text without a timestamp, with the level as a syslog priority, for systemd's journal; the default when stderr is the journal's stream, JOURNAL_STREAM)")
+	logLevel := fs.String("log-level", "info", "log `level`: debug (every knock), info, warn or error")
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	logger, err := newLogger(stderr, *logFormat, *logLevel)
+	format := *logFormat
+	if !flagGiven(fs, "log-format") && stderrIsJournal(stderr) {
+		format = "journal"
+	}
+	logger, err := newLogger(stderr, format, *logLevel)
 	if err != nil {
 		return err
 	}
@@ -36,6 +41,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	for _, w := range pol.Warnings() {
+		logger.Warn("policy warning", "warning", w.Error())
+	}
+	checkAtStart(logger, pol)
 	d, err := daemon.New(daemon.Config{Policy: pol, Path: *config, Version: version, Logger: logger})
 	if err != nil {
 		return err
@@ -77,8 +86,11 @@ func procsFor(queues, current int) int {
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("invalid --log-level %q: %w", level, err)
+	switch level {
+	case "debug", "info", "warn", "error":
+		lv.UnmarshalText([]byte(level))
+	default:
+		return nil, usageErrorf("invalid --log-level %q: want debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
@@ -86,6 +98,31 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "journal":
+		return slog.New(newJournalHandler(w, lv)), nil
 	}
-	return nil, fmt.Errorf("invalid --log-format %q: want text or json", format)
+	return nil, usageErrorf("invalid --log-format %q: want text, json or journal", format)
+}
+
+// flagGiven reports whether the command line set the flag.
+func flagGiven(fs *flagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// stderrIsJournal reports whether stderr is the stream systemd connected
+// to its journal: JOURNAL_STREAM names that stream's device and inode, and
+// a child whose stderr was redirected elsewhere inherits the variable.
+func stderrIsJournal(stderr io.Writer) bool {
+	js := os.Getenv("JOURNAL_STREAM")
+	f, ok := stderr.(*os.File)
+	if js == "" || !ok {
+		return false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return js == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 }

@@ -32,7 +32,7 @@ func cmdSPA(args []string, stdout, stderr io.Writer) error {
 			"for an IPv6 address (knockgate's one extension of fwknop's format).\n\n"+
 			"Examples:\n"+
 			"  knockgate spa --door nas --config /etc/knockgate/policy.hcl gw.example.net\n"+
-			"  knockgate spa --key-base64 \"$K\" --hmac-key-base64 \"$H\" --access tcp/22 --timeout 1m 2001:db8::1", stderr)
+			"  knockgate spa --key-base64 \"$K\" --hmac-key-base64 \"$H\" --access tcp/22 --timeout 1m 2001:db8::1", stdout, stderr)
 	door := fs.String("door", "", "door `name` whose spa block gives keys, port, digest and mode (needs --config)")
 	config := fs.String("config", "/etc/knockgate/policy.hcl", "policy `file` for --door")
 	keyB64 := fs.String("key-base64", "", "encryption key as KEY_BASE64 (`base64`), without --door")
@@ -48,9 +48,12 @@ func cmdSPA(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
+	switch fs.NArg() {
+	case 0:
+		return usageErrorf("missing HOST: the address or name to send the SPA packet to")
+	case 1:
+	default:
+		return usageErrorf("unexpected argument %q: spa takes one HOST", fs.Arg(1))
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

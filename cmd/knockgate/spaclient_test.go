@@ -204,7 +204,7 @@ func TestSPAErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"spa"}, 2, "Usage: knockgate spa"},
+		{[]string{"spa"}, 2, "missing HOST"},
 		{[]string{"spa", "--help"}, 0, "knockgate spa --door nas --config"},
 		{[]string{"spa", "--access", "tcp/22", "192.0.2.1"}, 1, "no keys: give --door and --config, or --key-base64 and --hmac-key-base64"},
 		{[]string{"spa", "--key-base64", enc, "--access", "tcp/22", "192.0.2.1"}, 1, "no keys"},
@@ -220,7 +220,7 @@ func TestSPAErrors(t *testing.T) {
 		{[]string{"spa", "--key-base64", "not*base64", "--hmac-key-base64", mac, "--access", "tcp/22", "192.0.2.1"}, 1, "invalid --key-base64"},
 		{[]string{"spa", "--key-base64", mac, "--hmac-key-base64", mac, "--access", "tcp/22", "192.0.2.1"}, 1, "the encryption key is 64 bytes"},
 		{[]string{"spa", "--key-base64", enc, "--hmac-key-base64", enc, "--access", "tcp/22", "192.0.2.1"}, 1, "the encryption and HMAC keys are the same"},
-		{keyed("--access", "tcp/22", "192.0.2.1", "extra"), 2, "Usage: knockgate spa"},
+		{keyed("--access", "tcp/22", "192.0.2.1", "extra"), 2, `unexpected argument "extra"`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, out, errOut := runMain(t, tc.args...)

@@ -56,7 +56,7 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 			"policy's doors open unless the daemon marked them (accept_mark): while\n"+
 			"the daemon is down or its queue overflows, ports that no door names stay\n"+
 			"reachable and protected ports stay shut. Those rules list the protected\n"+
-			"ports: print and load them again whenever the doors' open lists change.", stderr)
+			"ports: print and load them again whenever the doors' open lists change.", stdout, stderr)
 	config := fs.String("config", "", "take the queue number and the fail mode from this policy `file` (and, when it fails open, its protected ports); default: fail-closed rules for --queue")
 	iface := fs.String("interface", "", "queue only packets arriving on this `interface` (the WAN side); default every interface but lo")
 	queue := fs.Uint("queue", 0, "NFQUEUE `number`; must match the policy's gate { queue }")
@@ -66,7 +66,7 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 	format := fs.String("format", "iptables", "output `format`: iptables (iptables-restore input) or nft (an nftables ruleset for nft -f, both families)")
 	var dnats dnatFlag
 	fs.Var(&dnats, "dnat", "also print a static DNAT forwarding `proto/port=address:port` to a LAN host (repeatable)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if *queue > 65535 {
@@ -74,9 +74,6 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 	}
 	if *queues < 1 || *queues > rules.MaxQueues || *queue+*queues-1 > 65535 {
 		return fmt.Errorf("invalid --queues %d: want 1 to %d, and --queue plus --queues at most 65536", *queues, rules.MaxQueues)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	switch {
 	case *format != "iptables" && *format != "nft":

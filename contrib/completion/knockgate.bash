@@ -17,9 +17,11 @@ _knockgate_flags() {
 	spa) echo --access --allow-ip --config --door --hmac-digest --hmac-key-base64 --key-base64 --mode --port --save-packet --timeout ;;
 	keygen) echo --access --hmac-digest --kind --port --quiet --server ;;
 	rules) echo -4 -6 --config --dnat --format --interface --queue --queues ;;
-	status) echo --json --socket ;;
-	revoke) echo --door --socket --source ;;
-	reload) echo --socket ;;
+	check) echo --config --format --interface ;;
+	status) echo --config --json --socket --verbose --watch ;;
+	revoke) echo --config --door --socket --source ;;
+	unban) echo --config --socket --source ;;
+	reload) echo --config --socket ;;
 	version) ;;
 	esac
 }
@@ -32,7 +34,7 @@ _knockgate_doors() {
 
 _knockgate() {
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=
-	local commands="run validate fmt knock sequence spa keygen rules status revoke reload version help"
+	local commands="run validate fmt knock sequence spa keygen rules check status revoke unban reload version help"
 	local cmd=${COMP_WORDS[1]-} i config=/etc/knockgate/policy.hcl
 	[ "$COMP_CWORD" -gt 0 ] && prev=${COMP_WORDS[COMP_CWORD - 1]}
 	# COMP_WORDBREAKS splits --flag=value into --flag, =, value.
@@ -44,7 +46,7 @@ _knockgate() {
 	COMPREPLY=()
 
 	if [ "$COMP_CWORD" -le 1 ]; then
-		COMPREPLY=($(compgen -W "$commands --help" -- "$cur"))
+		COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur"))
 		return
 	fi
 	# The policy named on the line, for --door.
@@ -68,7 +70,7 @@ _knockgate() {
 		return
 		;;
 	--log-format | -log-format)
-		COMPREPLY=($(compgen -W "text json" -- "$cur"))
+		COMPREPLY=($(compgen -W "text json journal" -- "$cur"))
 		return
 		;;
 	--log-level | -log-level)
@@ -98,7 +100,7 @@ _knockgate() {
 	--access | -access | --allow-ip | -allow-ip | --delay | -delay | --dnat | -dnat | \
 		--hmac-key-base64 | -hmac-key-base64 | --key-base64 | -key-base64 | --port | -port | \
 		--queue | -queue | --queues | -queues | --server | -server | --source | -source | \
-		--timeout | -timeout)
+		--timeout | -timeout | --watch | -watch)
 		return # a value of the user's own
 		;;
 	esac
@@ -109,6 +111,10 @@ _knockgate() {
 	fi
 	case $cmd in
 	help) COMPREPLY=($(compgen -W "$commands" -- "$cur")) ;;
+	validate)
+		compopt -o filenames 2>/dev/null
+		COMPREPLY=($(compgen -f -X '!*.hcl' -- "$cur") $(compgen -d -- "$cur"))
+		;;
 	fmt)
 		compopt -o filenames 2>/dev/null
 		COMPREPLY=($(compgen -f -- "$cur"))

@@ -313,7 +313,13 @@ say "mallory knocks the right ports in the wrong order:"
 cmd "ip netns exec mallory knock -d 100 $GW_MALLORY 9000 8000:udp 7000"
 in_ns "$NS_MALLORY" timeout --foreground 5 knock -d 100 "$GW_MALLORY" 9000 8000:udp 7000 || bad "knock failed"
 expect_blocked mallory "$NS_MALLORY" "$GW_MALLORY" 22
-if log_has 'source=203.0.113.20'; then bad "the daemon logged something for mallory:"; show_log 'source=203.0.113.20'; fi
+if log_has 'msg="grant opened".*source=203.0.113.20'; then bad "the daemon opened a grant for mallory:"; show_log 'source=203.0.113.20'; fi
+if wait_for 3 "knock failed log" log_has 'msg="knock failed".*source=203.0.113.20'; then
+	say "the daemon says why (one line a minute per source and door):"
+	show_log 'msg="knock failed".*source=203.0.113.20'
+else
+	bad "no 'knock failed' log line for mallory"
+fi
 
 step "The DNAT door: gw tcp/2222 forwards to the LAN host, behind door \"lan\""
 expect_blocked alice "$NS_ALICE" "$GW_ALICE" 2222

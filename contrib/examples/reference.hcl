@@ -163,6 +163,9 @@ door "ssh" {
   #   # or, instead, from a file holding it (keygen's output will do;
   #   # relative paths: from the policy's directory):
   #   secret_file = "otp.secret"
+  #   # A secret printed in knockgate's examples or docs is refused unless
+  #   # this is true, and then warned about at every start: for a lab only.
+  #   allow_published_keys = false
   #
   #   # How often the sequence changes: whole seconds, at least one. Every
   #   # client must use the same.
@@ -192,6 +195,11 @@ door "ssh" {
   #   # or, instead of those two, from a file holding the KEY_BASE64: and
   #   # HMAC_KEY_BASE64: lines (relative paths: from the policy's directory):
   #   keys_file = "/etc/knockgate/ssh.keys"
+  #   # Keys printed in knockgate's examples or docs are refused unless this
+  #   # is true, and then warned about at every start: for a lab only. Keep
+  #   # the policy or keys_file mode 0600: knockgate warns when group or
+  #   # others may read it.
+  #   allow_published_keys = false
   #
   #   # As the client's --hmac-digest-type (md5, sha1, sha256, sha384,
   #   # sha512, sha3_256, sha3_512) and --encryption-mode (cbc, ecb, cfb,

@@ -28,8 +28,12 @@ door "nas" {
     # these two lines: keys_file = "/etc/knockgate/nas.keys", a file (mode
     # 0600) holding keygen's output; relative paths start from this file's
     # directory.
-    key_base64      = "RVhBTVBMRS1LRVktdXNlLWtub2NrZ2F0ZS1rZXlnZW4="
-    hmac_key_base64 = "RVhBTVBMRS1ITUFDLUtFWS1wdWJsaXNoZWQtaW4tZG9jcy1yZXBsYWNlLXdpdGgta25vY2tnYXRlLWtleWdlbg=="
+    # THESE KEYS ARE PUBLIC: anyone can read them here. Replace both with
+    # your own (knockgate keygen) and delete allow_published_keys, without
+    # which knockgate refuses them: with it, it warns at every start.
+    key_base64           = "RVhBTVBMRS1LRVktdXNlLWtub2NrZ2F0ZS1rZXlnZW4="
+    hmac_key_base64      = "RVhBTVBMRS1ITUFDLUtFWS1wdWJsaXNoZWQtaW4tZG9jcy1yZXBsYWNlLXdpdGgta25vY2tnYXRlLWtleWdlbg=="
+    allow_published_keys = true
 
     # Must match the client's --hmac-digest-type and --encryption-mode
     # (HMAC_DIGEST_TYPE, ENCRYPTION_MODE in .fwknoprc); these are fwknop's
@@ -65,9 +69,11 @@ door "nas" {
 # send only from the office network.
 door "office-web" {
   spa {
-    port            = "udp/62201"
-    key_base64      = "RVhBTVBMRS1LRVktMi11c2Uta25vY2tnYXRlLWtleWc="
-    hmac_key_base64 = "RVhBTVBMRS1ITUFDLUtFWS0yLXB1Ymxpc2hlZC1pbi1kb2NzLXJlcGxhY2Utd2l0aC1rbm9ja2dhdGUta2V5Zw=="
+    port = "udp/62201"
+    # Public keys too: replace them, and delete allow_published_keys.
+    key_base64           = "RVhBTVBMRS1LRVktMi11c2Uta25vY2tnYXRlLWtleWc="
+    hmac_key_base64      = "RVhBTVBMRS1ITUFDLUtFWS0yLXB1Ymxpc2hlZC1pbi1kb2NzLXJlcGxhY2Utd2l0aC1rbm9ja2dhdGUta2V5Zw=="
+    allow_published_keys = true
   }
   allow_from = ["198.51.100.0/24", "2001:db8:1::/48"]
   open       = ["tcp/8080"]

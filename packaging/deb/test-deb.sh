@@ -119,8 +119,7 @@ for exe in /proc/[0-9]*/exe; do
 done
 check "no process runs /usr/sbin/knockgate" test -z "$running"
 
-# TODO(lead): `knockgate --version` once the CLI has it (issue 14 item 10).
-check "knockgate version runs" bash -c '/usr/sbin/knockgate version | grep -q "^knockgate "'
+check "knockgate --version runs" bash -c '/usr/sbin/knockgate --version | grep -q "^knockgate "'
 check "knockgate validate accepts the installed example minimal.hcl" \
 	/usr/sbin/knockgate validate --config /usr/share/doc/knockgate/examples/minimal.hcl
 check "knockgate validate accepts the installed conffile, with no doors" \
