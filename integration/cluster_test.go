@@ -542,34 +542,36 @@ func TestClusterWrongKeyStaysOut(t *testing.T) {
 	}
 }
 
-// keepalivedConf is one gateway's keepalived configuration: VRRP on the
-// WAN interface, the virtual address there.
-func keepalivedConf(g *gateway, priority int) string {
-	return fmt.Sprintf(`global_defs {
-  router_id %s
-  vrrp_garp_master_delay 0
-  vrrp_garp_master_repeat 3
-}
-
-vrrp_instance wan {
-  state BACKUP
-  interface wan0
-  virtual_router_id 51
-  priority %d
-  advert_int 1
-  virtual_ipaddress {
-    %s dev wan0
-  }
-}
-`, g.name, priority, fleetVIP)
+// keepalivedConf is one gateway's keepalived configuration: the example in
+// contrib, which is gw1's, with g's name and priority, and a track script
+// that checks g's daemon instead of its systemd unit.
+func (f *fleet) keepalivedConf(g *gateway, priority int) string {
+	f.t.Helper()
+	b, err := os.ReadFile("../contrib/keepalived/keepalived.conf")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	conf := string(b)
+	for _, r := range [][2]string{
+		{"router_id gw1\n", "router_id " + g.name + "\n"},
+		{"priority 150\n", fmt.Sprintf("priority %d\n", priority)},
+		{`script "/usr/bin/systemctl is-active --quiet knockgate.service"`, fmt.Sprintf(`script "/usr/bin/kill -0 %d"`, g.daemon.Process.Pid)},
+		{"203.0.113.100/24 dev wan0", fleetVIP.String() + " dev wan0"},
+	} {
+		if !strings.Contains(conf, r[0]) {
+			f.t.Fatalf("contrib/keepalived/keepalived.conf has no %q", r[0])
+		}
+		conf = strings.Replace(conf, r[0], r[1], 1)
+	}
+	return conf
 }
 
 // startKeepalived runs keepalived in g's namespace in the foreground, VRRP
-// only, with its pid files and log in g's directory.
+// only, with its pid files and log in g's directory, once g's daemon runs.
 func (f *fleet) startKeepalived(g *gateway, priority int) {
 	f.t.Helper()
 	conf := filepath.Join(g.dir, "keepalived.conf")
-	if err := os.WriteFile(conf, []byte(keepalivedConf(g, priority)), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(f.keepalivedConf(g, priority)), 0o600); err != nil {
 		f.t.Fatal(err)
 	}
 	logf, err := os.Create(filepath.Join(g.dir, "keepalived.log"))
