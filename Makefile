@@ -1,6 +1,7 @@
 # knockgate: `make demo` shows the gate working in a throwaway namespace lab,
-# `make test` runs everything CI runs (unit tests, a short smoke of every
-# fuzz target, and the kernel integration tests, which need root).
+# `make test` runs everything CI runs (unit tests under the race detector,
+# a short smoke of every fuzz target, and the kernel integration tests,
+# which need root).
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -48,7 +49,7 @@ unit:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
-	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 ./...
 
 # Runs every Fuzz function of the module, one after the other (go test can
 # fuzz only one target per run). With a second argument, each target's

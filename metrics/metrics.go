@@ -77,6 +77,24 @@ type doorSet struct {
 	byName map[string]int
 }
 
+// named returns the counters of the door called name, or nil. The index i
+// is a hint, right unless a reload renumbered the doors: one string
+// comparison (the names share their bytes, so it is a pointer check)
+// spares the map lookup on every packet.
+func (ds *doorSet) named(i int, name string) *doorCounters {
+	if name == "" {
+		return nil
+	}
+	// The uint conversion makes NoDoor (-1) out of range too.
+	if uint(i) < uint(len(ds.doors)) && ds.names[i] == name {
+		return &ds.doors[i]
+	}
+	if j, ok := ds.byName[name]; ok {
+		return &ds.doors[j]
+	}
+	return nil
+}
+
 // Metrics holds knockgate's registry and the series the daemon updates.
 // Its methods are safe for concurrent use. The recording methods (SetDoors,
 // Observe, GrantExpired, GrantRevoked, Reloaded) accept a nil *Metrics and
@@ -200,14 +218,14 @@ func canOccur(v verdict.Verdict, r verdict.Reason) bool {
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // SetDoors names the policy's doors, in the order of their indices in
-// Decision.Door. Call it at start and after every reload, before the new
-// policy decides its first packet. Series of doors that are gone are
-// deleted; those of new doors are created at zero, so dashboards show them
-// before their first knock; those of doors that remain keep counting.
+// Decision.Door. Call it at start and after every reload. Series of doors
+// that are gone are deleted; those of new doors are created at zero, so
+// dashboards show them before their first knock; those of doors that
+// remain keep counting.
 //
-// A decision the old policy took but Observe sees after SetDoors is
-// counted against the new policy's door of the same index; with the
-// reload and SetDoors done back to back, that is at most a packet or two.
+// Observe counts a decision against the door it names (DoorName), so one
+// the old policy took but Observe sees after SetDoors still counts against
+// its own door, and not at all if that door is gone.
 func (m *Metrics) SetDoors(names []string) {
 	if m == nil {
 		return
@@ -252,8 +270,8 @@ func (m *Metrics) doorNames() []string { return m.doors.Load().names }
 
 // Observe counts one decision and the time it took. It is called for every
 // packet, so it allocates nothing and takes no lock: it only indexes
-// series created beforehand. d.Door and d.Reset index the doors given to
-// SetDoors; an index out of range is not counted against any door.
+// series created beforehand. Doors are those d.DoorName and d.ResetName
+// name; a door SetDoors did not name is not counted against.
 func (m *Metrics) Observe(d verdict.Decision, took time.Duration) {
 	if m == nil {
 		return
@@ -268,14 +286,13 @@ func (m *Metrics) Observe(d verdict.Decision, took time.Duration) {
 	m.duration.Observe(took.Seconds())
 
 	ds := m.doors.Load()
-	// The uint conversion makes NoDoor (-1) out of range too.
-	if uint(d.Reset) < uint(len(ds.doors)) {
-		ds.doors[d.Reset].reset.Inc()
+	if rc := ds.named(d.Reset, d.ResetName); rc != nil {
+		rc.reset.Inc()
 	}
-	if uint(d.Door) >= uint(len(ds.doors)) {
+	dc := ds.named(d.Door, d.DoorName)
+	if dc == nil {
 		return
 	}
-	dc := &ds.doors[d.Door]
 	if d.GrantEnded {
 		dc.usedUp.Inc()
 	}

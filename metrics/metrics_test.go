@@ -12,8 +12,23 @@ import (
 	"github.com/knockgate/knockgate/verdict"
 )
 
+// testDoors are the doors dec's indices stand for, in the order of the
+// policy that took the decisions.
+var testDoors = []string{"ssh", "web", "old"}
+
+// dec is a decision as the engine makes it: door and reset are indices
+// into testDoors, and the decision carries their names too.
 func dec(v verdict.Verdict, r verdict.Reason, door, reset int) verdict.Decision {
-	return verdict.Decision{Verdict: v, Reason: r, Door: door, Reset: reset}
+	name := func(i int) string {
+		switch {
+		case i == verdict.NoDoor:
+			return ""
+		case i < len(testDoors):
+			return testDoors[i]
+		}
+		return fmt.Sprintf("door%d", i)
+	}
+	return verdict.Decision{Verdict: v, Reason: r, Door: door, Reset: reset, DoorName: name(door), ResetName: name(reset)}
 }
 
 const none = verdict.NoDoor
@@ -80,12 +95,16 @@ func TestScenario(t *testing.T) {
 	m.Reloaded(true, time.Unix(1700000100, 500_000_000))
 	m.Reloaded(false, time.Unix(1700000200, 0))
 
-	// A reload drops "old" and adds "new", which takes index 2.
-	m.SetDoors([]string{"ssh", "web", "new"})
-	m.Observe(dec(verdict.Drop, verdict.ReasonOpened, 2, none), took)
+	// A reload drops "old", adds "new" and renumbers the others. Decisions
+	// the old policy took count against their own doors, by name, or
+	// against none if it is gone; "new" takes index 2, "old"'s.
+	m.SetDoors([]string{"web", "ssh", "new"})
+	m.Observe(verdict.Decision{Verdict: verdict.Drop, Reason: verdict.ReasonOpened, Door: 2, DoorName: "new", Reset: none}, took)
+	m.Observe(dec(verdict.Drop, verdict.ReasonKnockRetransmit, ssh, none), took) // ssh retransmit, though web is at 0 now
+	m.Observe(dec(verdict.Drop, verdict.ReasonKnock, old, none), took)           // old is gone: packets only
 
 	packets := packetsText(map[string]int{
-		"drop/knock": 6, "drop/knock_retransmit": 1, "drop/opened": 2, "accept/granted": 1,
+		"drop/knock": 7, "drop/knock_retransmit": 2, "drop/opened": 2, "accept/granted": 1,
 		"drop/no_grant": 1, "drop/knock_wrong": 1, "drop/closed": 1, "drop/not_allowed": 1,
 		"accept/unprotected": 1, "drop/unprotected": 1, "drop/malformed": 1,
 	}, `knockgate_packets_total{reason="knock",verdict="accept"} 1`)
@@ -104,7 +123,7 @@ knockgate_knocks_total{door="ssh",result="completed"} 2
 knockgate_knocks_total{door="ssh",result="not_allowed"} 0
 knockgate_knocks_total{door="ssh",result="replay"} 0
 knockgate_knocks_total{door="ssh",result="reset"} 1
-knockgate_knocks_total{door="ssh",result="retransmit"} 1
+knockgate_knocks_total{door="ssh",result="retransmit"} 2
 knockgate_knocks_total{door="web",result="advanced"} 1
 knockgate_knocks_total{door="web",result="completed"} 0
 knockgate_knocks_total{door="web",result="not_allowed"} 1
@@ -159,10 +178,10 @@ knockgate_config_last_reload_success_timestamp_seconds 1.7000001005e+09
 			continue
 		}
 		h := mf.GetMetric()[0].GetHistogram()
-		if got, want := h.GetSampleCount(), uint64(20); got != want {
+		if got, want := h.GetSampleCount(), uint64(22); got != want {
 			t.Errorf("decisions timed = %d, want %d", got, want)
 		}
-		if got, want := h.GetSampleSum(), 20*took.Seconds(); got < want*0.999 || got > want*1.001 {
+		if got, want := h.GetSampleSum(), 22*took.Seconds(); got < want*0.999 || got > want*1.001 {
 			t.Errorf("time observed = %g, want %g", got, want)
 		}
 	}

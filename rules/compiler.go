@@ -23,6 +23,8 @@ type compiler struct {
 	dir   string
 	src   []byte
 	diags hcl.Diagnostics
+	// clusterListen is the cluster block's listen, once valid.
+	clusterListen *hcl.Attribute
 }
 
 // text gives the source text of r, shortened, for quoting a value as it was
@@ -98,12 +100,12 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 	singles := map[string]struct {
 		first *hcl.Block
 		read  func(*hcl.Block, *Policy)
-	}{"gate": {read: c.gate}, "metrics": {read: c.metrics}, "penalty": {read: c.penalty}}
+	}{"gate": {read: c.gate}, "metrics": {read: c.metrics}, "penalty": {read: c.penalty}, "cluster": {read: c.cluster}}
 	named := map[string]*hcl.Block{}
 	var doors []*doorSrc
 	for _, b := range content.Blocks {
 		switch b.Type {
-		case "gate", "metrics", "penalty":
+		case "gate", "metrics", "penalty", "cluster":
 			one := singles[b.Type]
 			if one.first != nil {
 				c.errorf(b.DefRange.Ptr(), nil,
@@ -136,6 +138,7 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 	c.knockOrOpen(doors)
 	c.spaPorts(doors)
 	c.totpRanges(doors)
+	c.clusterPort(p, doors)
 	for _, d := range doors {
 		p.Doors = append(p.Doors, d.door)
 	}

@@ -45,6 +45,9 @@ type Policy struct {
 	// AcceptMark/AcceptMask is the packet mark the gate sets on what it
 	// accepts (within the mask, keeping the mark's other bits).
 	AcceptMark, AcceptMask uint32
+	// Cluster, when set, makes this gateway one of several that share
+	// their state (clusterblock.go); nil is a single gateway.
+	Cluster *Cluster
 }
 
 // Defaults of the accept mark: "KG" in the upper half, leaving the lower

@@ -10,6 +10,7 @@ var fileSchema = &hcl.BodySchema{
 		{Type: "gate"},
 		{Type: "metrics"},
 		{Type: "penalty"},
+		{Type: "cluster"},
 		{Type: "door", LabelNames: []string{"name"}},
 	},
 }

@@ -123,6 +123,12 @@ func (s *shard) decide(g *generation, d *Decision, p *Packet, src netip.Addr, sk
 		// SPA packets are dropped like knocks: the port never answers.
 		d.Verdict = Drop
 		s.decideSPA(g, d, src, sk, p, pi, now, t, far)
+	case classCluster:
+		if c.peer(src) {
+			d.Verdict, d.Reason = Accept, ReasonClusterPeer
+		} else {
+			d.Verdict, d.Reason = c.policy.Unprotected, ReasonUnprotected
+		}
 	default:
 		d.Verdict, d.Reason = c.policy.Unprotected, ReasonUnprotected
 	}
@@ -203,17 +209,23 @@ func (s *shard) complete(c *compiled, d *Decision, k key, sq *sequence, counter 
 	if sq.close {
 		s.grants.delete(gk)
 		d.Reason = ReasonClosed
+		c.ring.push(sharedRaw{kind: SharedRevoke, c: c, k: gk, at: t})
 		return
 	}
 	// A TOTP sequence is single-use across sources within its step:
 	// whoever completes it first has it, so one sniffed on the wire is
 	// worthless to anyone else.
-	if sq.totp >= 0 && !c.totp[sq.totp].live.use(sq.slot, counter, k) {
-		d.Reason = ReasonKnockReplay
-		return
+	if sq.totp >= 0 {
+		if !c.totp[sq.totp].live.use(sq.slot, counter, k) {
+			d.Reason = ReasonKnockReplay
+			return
+		}
+		c.ring.push(sharedRaw{kind: SharedTOTP, c: c, k: gk, step: counter})
 	}
 	d.Reason = ReasonOpened
-	s.grant(c, gk, t, int64(c.policy.Doors[sq.door].OpenFor), ^uint64(0))
+	dur := int64(c.policy.Doors[sq.door].OpenFor)
+	s.grant(c, gk, t, dur, ^uint64(0))
+	c.ring.push(sharedRaw{kind: SharedGrant, c: c, k: gk, at: t, until: t + dur, ports: ^uint64(0)})
 }
 
 // grant opens (or renews) a grant for ports, for dur from t. Renewing a

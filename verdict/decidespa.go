@@ -89,9 +89,12 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 	// this claim are two steps, and another queue may have decoded the
 	// same packet, sent from another source, in between: the claim is
 	// what decides which of them used it.
-	if left := replayUntil(msg.Timestamp, ds.MaxAge).Sub(now); left > 0 && !rs.claim(rk, t, t+int64(left)) {
-		d.Reason = ReasonSPAReplay
-		return
+	if left := replayUntil(msg.Timestamp, ds.MaxAge).Sub(now); left > 0 {
+		if !rs.claim(rk, t, t+int64(left)) {
+			d.Reason = ReasonSPAReplay
+			return
+		}
+		c.ring.push(sharedRaw{kind: SharedReplay, c: c, k: rk, until: t + int64(left)})
 	}
 	if err := msg.CheckAge(now, ds.MaxAge); err != nil {
 		d.Reason = ReasonSPAStale
@@ -140,6 +143,7 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 	}
 	d.Reason = ReasonOpened
 	gk := keyOf(to, door)
+	c.ring.push(sharedRaw{kind: SharedGrant, c: c, k: gk, at: t, until: t + dur, ports: ports})
 	if to == src || g.shardOf(gk.source()) == s {
 		s.grant(c, gk, t, dur, ports)
 		return

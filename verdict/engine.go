@@ -24,6 +24,9 @@ type Engine struct {
 	// evictedBefore carries the evictions of generations a reload
 	// retired, so the counter never goes back. Guarded by ctl.
 	evictedBefore uint64
+	// shared collects what a cluster shares (shared.go); off until
+	// ShareEvents.
+	shared sharedRing
 }
 
 // NewEngine compiles p into lookup tables. now anchors the engine's clock:
@@ -35,6 +38,7 @@ func NewEngine(p Policy, now time.Time) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{epoch: now}
+	c.ring = &e.shared
 	e.gen.Store(newGeneration(c))
 	return e, nil
 }

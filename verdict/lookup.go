@@ -13,6 +13,8 @@ const (
 	classKnock
 	classProtected
 	classSPA
+	// classCluster is the cluster port: accepted from cluster peers.
+	classCluster
 )
 
 // sequence is one knock sequence compiled for lookup: a door's open
@@ -68,6 +70,11 @@ type compiled struct {
 	spaLists  [][]int
 	totp      []totpDoor
 	doorIndex map[string]int
+	// peers are the cluster peers' addresses, unmapped.
+	peers []netip.Addr
+	// ring receives the events a cluster shares (shared.go); the engine
+	// sets it on every policy it compiles.
+	ring *sharedRing
 }
 
 func protoIndex(p Proto) int {
@@ -196,7 +203,29 @@ func compile(p Policy) (*compiled, error) {
 			e.openLists[li] = append(e.openLists[li], op)
 		}
 	}
+	if p.ClusterPort != 0 {
+		for pi := range e.class {
+			if e.class[pi][p.ClusterPort] != classNone {
+				return nil, fmt.Errorf("cluster port %d is also a knock, SPA or protected port", p.ClusterPort)
+			}
+			e.class[pi][p.ClusterPort] = classCluster
+		}
+		for _, a := range p.ClusterPeers {
+			e.peers = append(e.peers, a.Unmap())
+		}
+	}
 	return e, nil
+}
+
+// peer reports whether src is a cluster peer. The list is a few
+// addresses: a scan costs less than a hash, and allocates nothing.
+func (c *compiled) peer(src netip.Addr) bool {
+	for _, a := range c.peers {
+		if a == src {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *compiled) allowed(door int, src netip.Addr) bool {

@@ -50,6 +50,7 @@ func (s *shard) penalize(c *compiled, d *Decision, sk source, t int64) {
 	if p.count >= uint32(pol.Failures) {
 		p.until, p.count, p.window = t+int64(pol.Ban), 0, t
 		d.Banned = true
+		c.ring.push(sharedRaw{kind: SharedBan, c: c, k: sk.k, until: p.until})
 	}
 }
 

@@ -24,6 +24,7 @@ func (e *Engine) Reload(p Policy, now time.Time) (ended []Grant, err error) {
 	if err != nil {
 		return nil, err
 	}
+	c.ring = &e.shared
 	// The new tables are allocated before any shard is locked; only the
 	// moves of surviving entries happen under the locks.
 	ng := newGeneration(c)

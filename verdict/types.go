@@ -164,6 +164,10 @@ const (
 	// ReasonKnockReplay: the last knock of a TOTP sequence that another
 	// source already completed in its step: a sniffed sequence, replayed.
 	ReasonKnockReplay
+	// ReasonClusterPeer: a packet from a cluster peer (Policy.ClusterPeers)
+	// to the cluster port, accepted whatever Unprotected says, so the gate
+	// never cuts its own fleet apart.
+	ReasonClusterPeer
 	numReasons
 )
 
@@ -187,6 +191,7 @@ var reasonNames = [numReasons]string{
 	ReasonSPACommand:      "spa_command",
 	ReasonPenalized:       "penalized",
 	ReasonKnockReplay:     "knock_replay",
+	ReasonClusterPeer:     "cluster_peer",
 }
 
 func (r Reason) String() string {
@@ -294,6 +299,11 @@ type Policy struct {
 	// says how long each is kept, and why that and this cap bound the
 	// cache.
 	MaxReplay int
+	// ClusterPort, when not 0, is the port (TCP and UDP) where this
+	// gateway's cluster peers reach it; packets to it from ClusterPeers
+	// are accepted even when Unprotected is Drop. No door may use it.
+	ClusterPort  uint16
+	ClusterPeers []netip.Addr
 }
 
 // Penalty puts a source that fails Failures times within Within (wrong

@@ -1,9 +1,12 @@
-// Command knockgate is the port-knocking gate: the daemon (run) with its
-// state file and control socket, the operator's commands that talk to it
-// (status, revoke, reload), the policy tools (validate, fmt, rules,
-// sequence, keygen) and the clients (knock, spa). This package is wiring
-// only: policy parsing lives in rules, decisions in verdict, kernel I/O in
-// gate and metric names in metrics.
+// Command knockgate is wiring and client commands. run parses flags, makes
+// the logger, loads the policy, turns SIGHUP into a reload and SIGINT and
+// SIGTERM into a stop, and hands the rest to the daemon package
+// (daemon.New(cfg).Run(ctx)). The other commands are clients and tools:
+// status, revoke and reload talk to the daemon over its control socket
+// (controlclient.go); knock, sequence and spa (spaclient.go) send a door's
+// knocks or SPA packet; validate, fmt, rules and keygen work on policy
+// files. Policy parsing lives in rules, decisions in verdict, kernel I/O in
+// gate, metric names in metrics.
 package main
 
 import (

@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -11,9 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/knockgate/knockgate/gate"
-	"github.com/knockgate/knockgate/verdict"
 )
 
 func runMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -146,65 +141,6 @@ func TestKnockSendsDatagrams(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// The daemon logs one line per grant opened, revoked and expired, with door
-// and source.
-func TestDaemonLogsGrants(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	p := verdict.Policy{Unprotected: verdict.Accept, Doors: []verdict.Door{{
-		Name: "ssh", Sequence: []verdict.Port{{Proto: verdict.UDP, Num: 7000}}, SequenceTimeout: time.Second,
-		CloseSequence: []verdict.Port{{Proto: verdict.UDP, Num: 7001}},
-		Open:          []verdict.Port{{Proto: verdict.TCP, Num: 22}}, OpenFor: 10 * time.Second,
-	}}}
-	eng, err := verdict.NewEngine(p, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	d := &daemon{log: slog.New(slog.NewJSONHandler(&buf, nil)), eng: eng}
-	src := netip.MustParseAddr("198.51.100.7")
-	other := netip.MustParseAddr("2001:db8::7")
-	for _, step := range []struct {
-		src  netip.Addr
-		port uint16
-		at   time.Duration
-	}{{src, 7000, 0}, {other, 7000, 0}, {other, 7001, time.Second}} {
-		pk := verdict.Packet{Src: step.src, Proto: verdict.UDP, SrcPort: 1, DstPort: step.port}
-		d.observe(pk, eng.Decide(pk, t0.Add(step.at)), 0)
-	}
-	d.sweep(t0.Add(11 * time.Second))
-
-	var got []string
-	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		got = append(got, m["msg"].(string)+" "+m["door"].(string)+" "+m["source"].(string))
-	}
-	want := []string{
-		"grant opened ssh 198.51.100.7",
-		"grant opened ssh 2001:db8::7",
-		"grant revoked ssh 2001:db8::7",
-		"grant expired ssh 198.51.100.7",
-	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("log lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-}
-
-// The kernel copies only headers for knocks, but whole datagrams once a
-// door reads SPA payloads: fwknop packets run to several hundred bytes.
-func TestCopyRange(t *testing.T) {
-	knock := verdict.Policy{Doors: []verdict.Door{{Name: "k"}}}
-	if got := copyRange(knock); got != gate.DefaultCopyRange {
-		t.Errorf("knock-only policy: copy range %d, want %d", got, gate.DefaultCopyRange)
-	}
-	withSPA := verdict.Policy{Doors: []verdict.Door{{Name: "k"}, {Name: "s", SPA: &verdict.SPA{}}}}
-	if got := copyRange(withSPA); got < 1500 {
-		t.Errorf("policy with SPA: copy range %d, want at least a 1500-byte MTU", got)
 	}
 }
 

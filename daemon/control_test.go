@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -19,13 +19,13 @@ type fakeControl struct {
 	fail    error
 }
 
-func (f *fakeControl) status() *statusReport {
-	return &statusReport{Version: "test", Policy: "/etc/p.hcl", TrackedSources: 3, MaxSources: 10,
-		Doors: []doorStatus{{Name: "ssh", Grants: []grantStatus{{Source: netip.MustParseAddr("198.51.100.7"), LeftSeconds: 12,
+func (f *fakeControl) Status() *StatusReport {
+	return &StatusReport{Version: "test", Policy: "/etc/p.hcl", TrackedSources: 3, MaxSources: 10,
+		Doors: []DoorStatus{{Name: "ssh", Grants: []GrantStatus{{Source: netip.MustParseAddr("198.51.100.7"), LeftSeconds: 12,
 			Until: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}}, {Name: "web"}}}
 }
 
-func (f *fakeControl) revoke(door string, src netip.Addr) (bool, error) {
+func (f *fakeControl) Revoke(door string, src netip.Addr) (bool, error) {
 	if door != "ssh" {
 		return false, errors.New(`no door "` + door + `" in the policy`)
 	}
@@ -33,23 +33,23 @@ func (f *fakeControl) revoke(door string, src netip.Addr) (bool, error) {
 	return true, nil
 }
 
-func (f *fakeControl) reload(string) (*reloadOutcome, error) {
+func (f *fakeControl) Reload(string) (*ReloadOutcome, error) {
 	if f.fail != nil {
 		return nil, f.fail
 	}
-	return &reloadOutcome{Doors: 2, Ended: []string{"old 192.0.2.9"}}, nil
+	return &ReloadOutcome{Doors: 2, Ended: []string{"old 192.0.2.9"}}, nil
 }
 
-func startControl(t *testing.T, h controlHandler) string {
+func startControl(t *testing.T, h Handler) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "run", "kg.sock")
-	ln, err := listenControl(path)
+	ln, err := ListenControl(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go serveControl(ctx, ln, h, slog.New(slog.DiscardHandler))
+	go ServeControl(ctx, ln, h, slog.New(slog.DiscardHandler))
 	return path
 }
 
@@ -63,55 +63,46 @@ func TestControlSocket(t *testing.T) {
 		t.Fatalf("socket directory mode %v, %v; want 0700", fi.Mode(), err)
 	}
 
-	code, out, errOut := runMain(t, "status", "--socket", sock)
-	if code != 0 || !strings.Contains(out, "198.51.100.7") || !strings.Contains(out, "12s") || !strings.Contains(out, "web") {
-		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
+	c := Client{Socket: sock}
+	st, err := c.Status()
+	if err != nil || st.TrackedSources != 3 || len(st.Doors) != 2 || st.Doors[0].Grants[0].Source != netip.MustParseAddr("198.51.100.7") {
+		t.Fatalf("status: %+v, %v", st, err)
 	}
-	code, out, _ = runMain(t, "status", "--socket", sock, "--json")
-	if code != 0 || !strings.Contains(out, `"tracked_sources": 3`) {
-		t.Fatalf("status --json: exit %d\n%s", code, out)
+	if live, err := c.Revoke("ssh", "2001:db8::1"); err != nil || !live || len(f.revoked) != 1 || f.revoked[0] != "ssh 2001:db8::1" {
+		t.Fatalf("revoke: %v, %v, revoked %v", live, err, f.revoked)
 	}
-
-	code, out, errOut = runMain(t, "revoke", "--socket", sock, "--door", "ssh", "--source", "2001:db8::1")
-	if code != 0 || !strings.Contains(out, "revoked 2001:db8::1") || len(f.revoked) != 1 {
-		t.Fatalf("revoke: exit %d\n%s%s", code, out, errOut)
+	if _, err := c.Revoke("nope", "192.0.2.1"); err == nil || !strings.Contains(err.Error(), `no door "nope"`) {
+		t.Fatalf("revoke of unknown door: %v", err)
 	}
-	code, _, errOut = runMain(t, "revoke", "--socket", sock, "--door", "nope", "--source", "192.0.2.1")
-	if code != 1 || !strings.Contains(errOut, `no door "nope"`) {
-		t.Fatalf("revoke of unknown door: exit %d\n%s", code, errOut)
+	if _, err := c.Revoke("ssh", "not-an-ip"); err == nil || !strings.Contains(err.Error(), "invalid source") {
+		t.Fatalf("revoke of a bad address: %v", err)
 	}
-	code, _, errOut = runMain(t, "revoke", "--socket", sock, "--door", "ssh", "--source", "not-an-ip")
-	if code != 1 || !strings.Contains(errOut, "invalid source") {
-		t.Fatalf("revoke of a bad address: exit %d\n%s", code, errOut)
-	}
-
-	code, out, _ = runMain(t, "reload", "--socket", sock)
-	if code != 0 || !strings.Contains(out, "reloaded: 2 door(s)") || !strings.Contains(out, "old 192.0.2.9") {
-		t.Fatalf("reload: exit %d\n%s", code, out)
+	out, err := c.Reload()
+	if err != nil || out.Doors != 2 || len(out.Ended) != 1 || out.Ended[0] != "old 192.0.2.9" {
+		t.Fatalf("reload: %+v, %v", out, err)
 	}
 	f.fail = errors.New("p.hcl:3:5: bad port")
-	code, _, errOut = runMain(t, "reload", "--socket", sock)
-	if code != 1 || !strings.Contains(errOut, "running policy stays") || !strings.Contains(errOut, "p.hcl:3:5") {
-		t.Fatalf("refused reload: exit %d\n%s", code, errOut)
+	if _, err := c.Reload(); err == nil || err.Error() != "p.hcl:3:5: bad port" {
+		t.Fatalf("refused reload: %v", err)
 	}
 }
 
 func TestControlSocketRefusesSecondDaemon(t *testing.T) {
 	sock := startControl(t, &fakeControl{})
-	if _, err := listenControl(sock); err == nil || !strings.Contains(err.Error(), "another knockgate") {
+	if _, err := ListenControl(sock); err == nil || !strings.Contains(err.Error(), "another knockgate") {
 		t.Fatalf("second listen: %v", err)
 	}
 }
 
 func TestControlSocketReplacesStaleSocket(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "kg.sock")
-	ln, err := listenControl(path)
+	ln, err := ListenControl(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln.SetUnlinkOnClose(false)
 	ln.Close() // a dead daemon's socket file stays behind
-	ln, err = listenControl(path)
+	ln, err = ListenControl(path)
 	if err != nil {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
@@ -123,7 +114,7 @@ func TestControlSocketKeepsOtherFiles(t *testing.T) {
 	if err := os.WriteFile(path, []byte("door {}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := listenControl(path); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := ListenControl(path); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("listen over a regular file: %v", err)
 	}
 	if _, err := os.Stat(path); err != nil {
@@ -132,9 +123,9 @@ func TestControlSocketKeepsOtherFiles(t *testing.T) {
 }
 
 func TestControlClientWithoutDaemon(t *testing.T) {
-	code, _, errOut := runMain(t, "status", "--socket", filepath.Join(t.TempDir(), "none.sock"))
-	if code != 1 || !strings.Contains(errOut, "is knockgate running") {
-		t.Fatalf("exit %d: %s", code, errOut)
+	_, err := Client{Socket: filepath.Join(t.TempDir(), "none.sock")}.Status()
+	if err == nil || !strings.Contains(err.Error(), "is knockgate running") {
+		t.Fatalf("status without a daemon: %v", err)
 	}
 }
 
@@ -154,18 +145,18 @@ func TestControlSocketRefusesOtherUsers(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "kg.sock")
-	ln, err := listenControl(sock)
+	ln, err := ListenControl(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go serveControl(ctx, ln, &fakeControl{}, slog.New(slog.DiscardHandler))
+	go ServeControl(ctx, ln, &fakeControl{}, slog.New(slog.DiscardHandler))
 	self, err := os.ReadFile(os.Args[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "knockgate.test")
+	bin := filepath.Join(dir, "daemon.test")
 	if err := os.WriteFile(bin, self, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -194,9 +185,9 @@ func TestControlClientAsOtherUser(t *testing.T) {
 	if sock == "" {
 		t.Skip("run by TestControlSocketRefusesOtherUsers")
 	}
-	resp, err := callControl(sock, controlRequest{Op: "status"})
+	st, err := Client{Socket: sock}.Status()
 	if err == nil {
-		t.Fatalf("status answered: %+v", resp.Status)
+		t.Fatalf("status answered: %+v", st)
 	}
 	t.Log(err)
 }

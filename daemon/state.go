@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"encoding/hex"
@@ -162,4 +162,45 @@ func setAside(path string, now time.Time) (string, error) {
 		return "", fmt.Errorf("failed to set aside state file %s: %w", path, err)
 	}
 	return to, nil
+}
+
+// save writes the grants and the SPA replay cache to the state file.
+func (d *Daemon) save() {
+	path := d.gen.Load().pol.StateFile
+	if path == "" {
+		return
+	}
+	now := time.Now()
+	if err := saveState(path, state{d.eng.Grants(now), d.eng.ReplayEntries(now)}, now); err != nil {
+		d.log.Error("failed to save grants; they will not survive a restart", "err", err)
+	}
+}
+
+// restore brings back the grants of an earlier run. A state file that
+// cannot be read is set aside and the daemon starts without grants: a lost
+// grant means a knock again, a wrongly restored one an open door.
+func (d *Daemon) restore(now time.Time) {
+	path := d.gen.Load().pol.StateFile
+	if path == "" {
+		return
+	}
+	saved, err := loadState(path)
+	if err != nil {
+		attrs := []any{"err", err}
+		if errors.Is(err, errCorruptState) {
+			if to, serr := setAside(path, now); serr == nil {
+				attrs = append(attrs, "moved_to", to)
+			} else {
+				attrs = append(attrs, "set_aside_err", serr)
+			}
+		}
+		d.log.Error("state file unusable; starting with no grants", attrs...)
+		return
+	}
+	restored, skipped := d.eng.Restore(saved.grants, now)
+	replay, err := d.eng.RestoreReplay(saved.replay, now)
+	if err != nil {
+		d.log.Warn("not every used SPA packet fits the replay cache", "err", err, "restored", replay)
+	}
+	d.log.Info("grants restored", "state_file", path, "restored", restored, "skipped", skipped, "spa_replay", replay)
 }

@@ -1,6 +1,7 @@
-package main
+package daemon
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -41,4 +42,33 @@ func watchdogInterval() time.Duration {
 		return 0
 	}
 	return time.Duration(usec) * time.Microsecond
+}
+
+// watchdog feeds systemd's watchdog while the verdict path is healthy: the
+// queue reader still runs and the engine's lock can be taken (a wedged
+// decision would hold it). If either fails, systemd restarts the daemon.
+func (d *Daemon) watchdog(ctx context.Context, runDone <-chan struct{}) {
+	every := watchdogInterval() / 2
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-runDone:
+			return
+		case <-t.C:
+			alive := make(chan struct{})
+			go func() { d.eng.Stats(); close(alive) }()
+			select {
+			case <-alive:
+				sdNotify("WATCHDOG=1")
+			case <-time.After(every):
+				d.log.Error("verdict path unresponsive; not feeding the watchdog")
+			}
+		}
+	}
 }

@@ -1,10 +1,11 @@
-package main
+package daemon
 
 import (
 	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,4 +100,51 @@ func FuzzLoadState(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The grants saved when the daemon stops are back after a start, and
+// still open their ports.
+func TestRestoreAtStart(t *testing.T) {
+	l := startLab(t, "", twoDoors)
+	l.open("198.51.100.7", 7000)
+	l.open("2001:db8::7", 8000)
+	l.stop()
+	if got := l.savedGrants(); len(got) != 2 {
+		t.Fatalf("saved at stop: %v", got)
+	}
+
+	l.start()
+	st := l.d.Status()
+	if want := []string{"ssh 198.51.100.7", "web 2001:db8::7"}; !same(grants(st), want) {
+		t.Fatalf("restored grants %v, want %v", grants(st), want)
+	}
+	if dec := l.qs[0].feed(t, syn("2001:db8::7", 443)); dec.Verdict != verdict.Accept {
+		t.Fatalf("restored grant: %v", dec)
+	}
+	if lines := l.logLines("grants restored"); len(lines) != 1 || lines[0]["restored"] != 2.0 {
+		t.Fatalf("grants restored lines %v", lines)
+	}
+}
+
+// A state file that cannot be read is set aside, and the daemon starts
+// without grants.
+func TestRestoreSetsAsideCorruptState(t *testing.T) {
+	l := newLab(t)
+	l.writePolicy("", twoDoors)
+	path := filepath.Join(l.dir, "state.json")
+	if err := os.WriteFile(path, []byte(`{"version":1,"grants":[{"door":"ssh","sou`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.start()
+	if st := l.d.Status(); st.Grants != 0 {
+		t.Fatalf("grants from a corrupt state file: %+v", st)
+	}
+	lines := l.logLines("state file unusable; starting with no grants")
+	if len(lines) != 1 {
+		t.Fatalf("%d unusable lines, want 1:\n%s", len(lines), l.logs)
+	}
+	to, _ := lines[0]["moved_to"].(string)
+	if b, err := os.ReadFile(to); err != nil || !strings.HasPrefix(string(b), `{"version":1`) {
+		t.Fatalf("set-aside file %q: %v", to, err)
+	}
 }

@@ -1,0 +1,21 @@
+package daemon
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Revoke ends src's grant for door at once; it reports whether there was
+// a live one. An unknown door is an error.
+func (d *Daemon) Revoke(door string, src netip.Addr) (bool, error) {
+	live, err := d.eng.Revoke(door, src, time.Now())
+	if err != nil {
+		return false, err
+	}
+	if live {
+		d.m.GrantRevoked(door)
+		d.log.Info("grant revoked", "door", door, "source", src.String(), "by", "operator")
+		d.markDirty()
+	}
+	return live, nil
+}
