@@ -120,6 +120,9 @@ type Metrics struct {
 	reloadFailed prometheus.Counter
 	lastReloadOK prometheus.Gauge
 	lastReloadAt prometheus.Gauge
+
+	cluster     *clusterCollector
+	propagation prometheus.Histogram
 }
 
 // New returns Metrics with a registry of its own holding knockgate's
@@ -132,7 +135,7 @@ func New(version string, src Sources) *Metrics {
 	if src.ProcPath == "" {
 		src.ProcPath = DefaultProcPath
 	}
-	m := &Metrics{reg: prometheus.NewRegistry()}
+	m := &Metrics{reg: prometheus.NewRegistry(), cluster: newClusterCollector(), propagation: newPropagation()}
 
 	m.packetsVec = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "knockgate_packets_total",
@@ -195,6 +198,7 @@ func New(version string, src Sources) *Metrics {
 		m.packetsVec, m.duration, m.knocks, m.grants,
 		m.reloads, m.lastReloadOK, m.lastReloadAt, buildInfo,
 		newSourceCollector(src, m.doorNames),
+		m.cluster, m.propagation,
 	)
 	return m
 }

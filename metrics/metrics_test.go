@@ -348,6 +348,7 @@ knockgate_scrape_errors_total 3
 func TestLint(t *testing.T) {
 	m := New("v1.2.3", fakeSources())
 	m.SetDoors([]string{"ssh", "web"})
+	m.SetCluster(fakeCluster)
 	m.Observe(dec(verdict.Drop, verdict.ReasonOpened, 0, 1), time.Microsecond)
 	m.GrantExpired("ssh")
 	m.Reloaded(true, time.Now())
@@ -370,8 +371,8 @@ func TestLint(t *testing.T) {
 			n++
 		}
 	}
-	if n != 22 {
-		t.Errorf("knockgate metric families = %d, want 22", n)
+	if n != 27 {
+		t.Errorf("knockgate metric families = %d, want 27", n)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 func TestDocumentedMetricsExist(t *testing.T) {
 	m := New("test", fakeSources())
 	m.SetDoors([]string{"ssh"})
+	m.SetCluster(fakeCluster)
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
