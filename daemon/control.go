@@ -48,6 +48,8 @@ type StatusReport struct {
 	Evictions      uint64        `json:"evictions"`
 	Doors          []DoorStatus  `json:"doors"`
 	Queue          QueueSnapshot `json:"queue"`
+	// Cluster is set when the policy has a cluster block.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
 }
 
 // DoorStatus lists a door's live grants.
@@ -62,6 +64,9 @@ type GrantStatus struct {
 	Opened      time.Time  `json:"opened"`
 	Until       time.Time  `json:"until"`
 	LeftSeconds float64    `json:"left_seconds"`
+	// Origin is the cluster gateway the grant was made on; absent
+	// without a cluster.
+	Origin string `json:"origin,omitempty"`
 }
 
 // QueueSnapshot sums the counters of the queues the daemon serves, Queues

@@ -56,6 +56,12 @@ type Daemon struct {
 	// dirty wakes the state writer; it holds at most one wake-up, so a
 	// burst of grants costs one write.
 	dirty chan struct{}
+
+	// fleet is the cluster node, while one runs (cluster.go).
+	fleet atomic.Pointer[fleet]
+	// clusterPushPull, when set, replaces memberlist's full-state
+	// exchange interval (tests).
+	clusterPushPull time.Duration
 }
 
 // generation is the policy the daemon runs, in one value: the loaded
@@ -123,6 +129,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Warn("the policy has no doors: every queued packet gets the unprotected verdict", "unprotected", pol.Unprotected.String())
 	}
 	d.restore(time.Now())
+	stopCluster, err := d.startCluster(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopCluster()
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 
@@ -249,6 +260,7 @@ func (d *Daemon) sweep(now time.Time) {
 	if n > 0 {
 		d.markDirty()
 	}
+	d.clusterSweep(now)
 }
 
 func (d *Daemon) sweepLoop(ctx context.Context) {

@@ -96,6 +96,9 @@ type lab struct {
 	logs   *syncBuffer
 	cancel context.CancelFunc
 	done   chan error
+	// tweak, when set, changes the loaded policy before the daemon
+	// starts on it (cluster_test.go: a listen port of 0).
+	tweak func(*rules.Policy)
 }
 
 // syncBuffer is a log sink that the daemon's goroutines and the test may
@@ -174,6 +177,9 @@ func (l *lab) start() {
 	pol, err := rules.Load(l.policy)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if l.tweak != nil {
+		l.tweak(pol)
 	}
 	l.logs = &syncBuffer{}
 	l.qs = nil

@@ -25,6 +25,7 @@ func (d *Daemon) Reload(by string) (*ReloadOutcome, error) {
 		return fail(err)
 	}
 	running := d.gen.Load().pol
+	d.keepCluster(pol, running)
 	ended, err := d.eng.Reload(pol.Policy, now)
 	if err != nil {
 		return fail(fmt.Errorf("failed to compile policy %s: %w", d.path, err))
@@ -43,6 +44,7 @@ func (d *Daemon) Reload(by string) (*ReloadOutcome, error) {
 	}
 	d.m.SetDoors(doorNames(pol.Policy))
 	d.m.Reloaded(true, now)
+	d.clusterReloaded()
 	d.log.Info("policy reloaded", "by", by, "policy", d.path, "doors", len(pol.Doors), "grants_ended", len(ended))
 	d.markDirty()
 	return out, nil

@@ -38,6 +38,9 @@ type stateGrant struct {
 	// Ports, when set, are the only ports of the door the grant covers
 	// (an SPA grant); absent means all of them.
 	Ports []string `json:"ports,omitempty"`
+	// Origin is the cluster gateway the grant was made on; absent
+	// without a cluster.
+	Origin string `json:"origin,omitempty"`
 }
 
 type stateReplay struct {
@@ -49,6 +52,7 @@ type stateReplay struct {
 type state struct {
 	grants []verdict.Grant
 	replay []verdict.ReplayEntry
+	origin map[grantID]string // each grant's cluster gateway, if known
 }
 
 // saveState writes the grants atomically: a temporary file in the same
@@ -57,7 +61,7 @@ type state struct {
 func saveState(path string, st state, now time.Time) error {
 	doc := stateDoc{Version: stateVersion, Saved: now.Round(0), Grants: make([]stateGrant, 0, len(st.grants))}
 	for _, g := range st.grants {
-		sg := stateGrant{Door: g.Door, Source: g.Source, Opened: g.Opened.Round(0), Until: g.Until.Round(0)}
+		sg := stateGrant{Door: g.Door, Source: g.Source, Opened: g.Opened.Round(0), Until: g.Until.Round(0), Origin: st.origin[grantID{g.Door, g.Source}]}
 		for _, p := range g.Ports {
 			sg.Ports = append(sg.Ports, p.String())
 		}
@@ -140,6 +144,12 @@ func loadState(path string) (state, error) {
 			return state{}, fmt.Errorf("%w %s: grant %d covers no port", errCorruptState, path, i)
 		}
 		st.grants = append(st.grants, vg)
+		if g.Origin != "" {
+			if st.origin == nil {
+				st.origin = map[grantID]string{}
+			}
+			st.origin[grantID{g.Door, g.Source}] = g.Origin
+		}
 	}
 	for i, r := range doc.Replay {
 		var e verdict.ReplayEntry
@@ -171,7 +181,7 @@ func (d *Daemon) save() {
 		return
 	}
 	now := time.Now()
-	if err := saveState(path, state{d.eng.Grants(now), d.eng.ReplayEntries(now)}, now); err != nil {
+	if err := saveState(path, state{d.eng.Grants(now), d.eng.ReplayEntries(now), d.grantOrigins(now)}, now); err != nil {
 		d.log.Error("failed to save grants; they will not survive a restart", "err", err)
 	}
 }

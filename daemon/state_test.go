@@ -21,7 +21,7 @@ func TestStateRoundTrip(t *testing.T) {
 			Ports: []verdict.Port{{Proto: verdict.UDP, Num: 443}}},
 	}
 	replay := []verdict.ReplayEntry{{Key: [20]byte{1, 2, 3, 19: 20}, Until: now.Add(2 * time.Minute)}}
-	if err := saveState(path, state{in, replay}, now); err != nil {
+	if err := saveState(path, state{grants: in, replay: replay}, now); err != nil {
 		t.Fatal(err)
 	}
 	st, err := loadState(path)

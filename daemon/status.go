@@ -17,11 +17,14 @@ func (d *Daemon) Status() *StatusReport {
 		Grants: st.Grants, MaxGrants: st.MaxGrants, Evictions: st.Evictions,
 	}
 	byDoor := map[string][]GrantStatus{}
+	origins := d.grantOrigins(now)
 	for _, g := range d.eng.Grants(now) {
 		byDoor[g.Door] = append(byDoor[g.Door], GrantStatus{
 			Source: g.Source, Opened: g.Opened.Round(0), Until: g.Until.Round(0), LeftSeconds: g.Until.Sub(now).Seconds(),
+			Origin: origins[grantID{g.Door, g.Source}],
 		})
 	}
+	r.Cluster = d.clusterStatus()
 	for _, door := range pol.Doors {
 		gs := byDoor[door.Name]
 		sort.Slice(gs, func(i, j int) bool { return gs[i].Source.Less(gs[j].Source) })

@@ -206,13 +206,14 @@ func New(version string, src Sources) *Metrics {
 // canOccur reports whether a decision can pair v with r, and so whether
 // the series is created up front: a policy's default for unprotected ports
 // may be either verdict, a live grant is the only reason to accept a
-// protected port, and everything else (knocks included, so that a scanner
+// protected port (and a cluster peer the only one to accept the cluster
+// port whatever that default), and everything else (knocks included, so that a scanner
 // cannot tell knock ports from filtered ones) is dropped.
 func canOccur(v verdict.Verdict, r verdict.Reason) bool {
 	switch r {
 	case verdict.ReasonUnprotected:
 		return true
-	case verdict.ReasonGranted:
+	case verdict.ReasonGranted, verdict.ReasonClusterPeer:
 		return v == verdict.Accept
 	}
 	return v == verdict.Drop

@@ -47,7 +47,7 @@ func packetsText(counts map[string]int, extra ...string) string {
 		case verdict.ReasonUnprotected:
 			line("accept", r.String())
 			line("drop", r.String())
-		case verdict.ReasonGranted:
+		case verdict.ReasonGranted, verdict.ReasonClusterPeer:
 			line("accept", r.String())
 		default:
 			line("drop", r.String())

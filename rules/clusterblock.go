@@ -185,9 +185,9 @@ func (c *compiler) clusterPort(p *Policy, doors []*doorSrc) {
 	}
 }
 
-// clusterRestartChanges names what differs between two cluster blocks
+// ClusterRestartChanges names what differs between two cluster blocks
 // that only a restart applies: all but the peers.
-func clusterRestartChanges(running, next *Cluster) []string {
+func ClusterRestartChanges(running, next *Cluster) []string {
 	switch {
 	case running == nil && next == nil:
 		return nil

@@ -27,7 +27,7 @@ func RestartOnlyChanges(running, next *Policy) []string {
 			out = append(out, s.name)
 		}
 	}
-	return append(out, clusterRestartChanges(running.Cluster, next.Cluster)...)
+	return append(out, ClusterRestartChanges(running.Cluster, next.Cluster)...)
 }
 
 // KeepRestartOnly sets p's restart-only settings to running's, so that p

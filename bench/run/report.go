@@ -44,6 +44,9 @@ type report struct {
 
 	knockopen    string
 	knockopenErr error
+
+	cluster    []microResult // cluster.go
+	clusterErr error
 }
 
 // named is the row of rows called name, or nil.
@@ -143,9 +146,15 @@ func parseBenchLine(line string) (microResult, bool) {
 }
 
 func microbench(ctx context.Context) ([]microResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	return goBench(ctx, 4*time.Minute, "-bench", ".", "-benchmem", "./verdict/", "./gate/")
+}
+
+// goBench runs go test -run '^$' with args, within limit, and reads its
+// result lines; an error carries the end of its output.
+func goBench(ctx context.Context, limit time.Duration, args ...string) ([]microResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", ".", "-benchmem", "./verdict/", "./gate/").CombinedOutput()
+	out, err := exec.CommandContext(ctx, "go", append([]string{"test", "-run", "^$"}, args...)...).CombinedOutput()
 	var res []microResult
 	for _, line := range strings.Split(string(out), "\n") {
 		if r, ok := parseBenchLine(line); ok {
@@ -343,6 +352,7 @@ func (r *report) targets() []target {
 	default:
 		ts = append(ts, target{what2q, "not measured" + live, "n/a"})
 	}
+	ts = append(ts, r.clusterTargets()...)
 	ko := "see section 4"
 	if r.knockopenErr != nil {
 		ko = "section 4 failed"
@@ -632,6 +642,7 @@ func (r *report) markdown() string {
 			}
 		}
 	}
+	r.clusterSection(&sb)
 	return sb.String()
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -38,17 +39,46 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "packets: %d (accepted %d, dropped %d, malformed %d)\n\n",
 		st.Queue.Packets, st.Queue.Accepted, st.Queue.Dropped, st.Queue.Malformed)
 	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "DOOR\tSOURCE\tLEFT\tUNTIL")
+	if st.Cluster != nil {
+		printCluster(tw, st.Cluster, st.Now)
+	}
+	// In a cluster, each grant says which gateway made it.
+	origin := func(string) string { return "" }
+	if st.Cluster != nil {
+		origin = func(o string) string { return "\t" + cmp.Or(o, st.Cluster.Node) }
+	}
+	fmt.Fprintln(tw, "DOOR\tSOURCE\tLEFT\tUNTIL"+origin("ORIGIN"))
 	for _, d := range st.Doors {
 		if len(d.Grants) == 0 {
 			fmt.Fprintf(tw, "%s\t-\t\t\n", d.Name)
 		}
 		for _, g := range d.Grants {
 			left := time.Duration(g.LeftSeconds * float64(time.Second)).Round(time.Second)
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Name, g.Source, left, g.Until.Local().Format(time.RFC3339))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s%s\n", d.Name, g.Source, left, g.Until.Local().Format(time.RFC3339), origin(g.Origin))
 		}
 	}
 	return tw.Flush()
+}
+
+// printCluster lists the members of the cluster: state, how long ago each
+// was last heard from, its clock's skew, and whether its policy differs.
+func printCluster(tw *tabwriter.Writer, c *daemon.ClusterStatus, now time.Time) {
+	fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tLAST CONTACT\tSKEW\tPOLICY")
+	for _, m := range c.Members {
+		contact, skew, policy := "never", "-", "same"
+		switch {
+		case m.Self:
+			contact, policy = "(this gateway)", "-"
+		case !m.LastContact.IsZero():
+			contact = now.Sub(m.LastContact).Round(time.Millisecond).String() + " ago"
+			skew = time.Duration(m.SkewSeconds * float64(time.Second)).Round(time.Millisecond).String()
+		}
+		if m.PolicyDiffers {
+			policy = "differs"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.State, contact, skew, policy)
+	}
+	fmt.Fprintln(tw)
 }
 
 func cmdRevoke(args []string, stdout, stderr io.Writer) error {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/knockgate/knockgate/cluster"
 	"github.com/knockgate/knockgate/verdict"
 	spa "github.com/knockgate/knockgate/verdict/fwknop"
 )
@@ -26,8 +27,10 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 			"  knockgate keygen --server gw.example.net --access tcp/22\n"+
 			"  (umask 077; knockgate keygen --quiet > /etc/knockgate/nas.keys)\n\n"+
 			"With --kind totp it prints a secret for a door's totp block instead, as\n"+
-			"TOTP_SECRET_BASE64: … (32 random bytes), which is also a secret_file.", stderr)
-	kind := fs.String("kind", "spa", "`kind` of secret: spa (fwknop-compatible keys) or totp (a secret for a door's totp block)")
+			"TOTP_SECRET_BASE64: … (32 random bytes), which is also a secret_file.\n\n"+
+			"With --kind cluster it prints a cluster key (32 random bytes, base64, one\n"+
+			"line): save it as every gateway's cluster secret_file.", stderr)
+	kind := fs.String("kind", "spa", "`kind` of secret: spa (fwknop-compatible keys), totp (a secret for a door's totp block) or cluster (the key gateways of a cluster share)")
 	digestName := fs.String("hmac-digest", "sha256", "HMAC `digest`: md5, sha1, sha256, sha384, sha512, sha3_256 or sha3_512; sets the HMAC key size as fwknop does")
 	quiet := fs.Bool("quiet", false, "print only the KEY_BASE64 and HMAC_KEY_BASE64 lines")
 	server := fs.String("server", "gw.example.net", "the gateway's `host` name or address, for the .fwknoprc stanza")
@@ -44,8 +47,11 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 	case "spa":
 	case "totp":
 		return totpKeygen(stdout, *quiet)
+	case "cluster":
+		_, err := stdout.Write(cluster.FormatKey(cluster.NewKey()))
+		return err
 	default:
-		return fmt.Errorf("invalid --kind %q: want spa or totp", *kind)
+		return fmt.Errorf("invalid --kind %q: want spa, totp or cluster", *kind)
 	}
 	digest, err := spa.ParseDigest(*digestName)
 	if err != nil {

@@ -76,7 +76,7 @@ _knockgate() {
 		return
 		;;
 	--kind | -kind)
-		COMPREPLY=($(compgen -W "spa totp" -- "$cur"))
+		COMPREPLY=($(compgen -W "spa totp cluster" -- "$cur"))
 		return
 		;;
 	--hmac-digest | -hmac-digest)
