@@ -89,10 +89,15 @@ func (r *sharedRing) push(ev sharedRaw) {
 	}
 	r.buf[(r.head+r.n)%len(r.buf)] = ev
 	r.n++
+	// Only the first event after a drain wakes the drainer: it takes
+	// everything there is when it runs, so a burst costs one wake-up.
+	wake := r.n == 1
 	r.mu.Unlock()
-	select {
-	case r.ready <- struct{}{}:
-	default:
+	if wake {
+		select {
+		case r.ready <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -114,7 +119,7 @@ func (e *Engine) ShareEvents(capacity int) <-chan struct{} {
 
 // DrainShared appends the recorded events to dst, oldest first, and
 // returns it with how many events a full ring dropped since the last
-// call.
+// call. One goroutine drains: the ready channel wakes it once per batch.
 func (e *Engine) DrainShared(dst []SharedEvent) ([]SharedEvent, uint64) {
 	r := &e.shared
 	r.mu.Lock()

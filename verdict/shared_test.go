@@ -2,6 +2,7 @@ package verdict
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -281,5 +282,49 @@ func TestSharingDoesNotAllocate(t *testing.T) {
 	})
 	if n != 0 {
 		t.Fatalf("%v allocations per knock with sharing on", n)
+	}
+}
+
+// BenchmarkDecideSharing compares Decide with a cluster's event ring off
+// and on (drained as the daemon drains it) on the worst case for it: the
+// mix of BenchmarkDecide, and knocks that each open a grant, so that every
+// packet records an event.
+func BenchmarkDecideSharing(b *testing.B) {
+	for _, mix := range []string{"decide", "opens"} {
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/sharing=%v", mix, on), func(b *testing.B) {
+				e, pkts, now := decideBench(b, 100, 1000)
+				if mix == "opens" {
+					p := testPolicy()
+					p.Doors[1].AllowFrom = nil // web: one knock, udp/5000
+					p.MaxGrants = 1 << 16
+					e, _ = NewEngine(p, t0)
+					for i := range pkts {
+						pkts[i] = pkt(srcN(i), "udp/5000", 1)
+					}
+				}
+				if on {
+					ready := e.ShareEvents(4096)
+					done := make(chan struct{})
+					defer close(done)
+					go func() {
+						var evs []SharedEvent
+						for {
+							select {
+							case <-done:
+								return
+							case <-ready:
+								evs, _ = e.DrainShared(evs[:0])
+							}
+						}
+					}()
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					e.Decide(pkts[i&4095], now)
+				}
+			})
+		}
 	}
 }
