@@ -127,6 +127,7 @@ func (c *compiler) cluster(b *hcl.Block, p *Policy) {
 		ok = false
 	} else {
 		cl.SecretFile = c.relative(path)
+		c.nameFile(cl.SecretFile, "the cluster secret_file")
 		key, err := cluster.ReadKeyFile(cl.SecretFile)
 		if err != nil {
 			c.errorf(raw.SecretFile.Expr.Range().Ptr(), &raw.SecretFile.Range,

@@ -23,6 +23,11 @@ type compiler struct {
 	dir   string
 	src   []byte
 	diags hcl.Diagnostics
+	// named lists the files the policy names (itself, keys and secret
+	// files), which the state file must not be; stateFile is where the
+	// policy sets the state file, if it does.
+	named     []namedFile
+	stateFile *hcl.Attribute
 	// clusterListen is the cluster block's listen, once valid.
 	clusterListen *hcl.Attribute
 }
@@ -142,5 +147,7 @@ func (c *compiler) compile(body hcl.Body) *Policy {
 	for _, d := range doors {
 		p.Doors = append(p.Doors, d.door)
 	}
+	c.stateFileNamed(p.StateFile, c.stateFile)
+	p.named = c.named
 	return p
 }

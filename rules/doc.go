@@ -27,7 +27,8 @@
 // blocks). crossdoor.go holds the checks across doors, values.go the
 // readers of single values (ports, durations, numbers, paths),
 // diagnostics.go the Error they all report into, steer.go the steering
-// rules. What the settings mean at run time is the engine's: a totp
+// rules, statefile.go the files a policy names (ProtectedFiles), which
+// its state file must not be. What the settings mean at run time is the engine's: a totp
 // block's acceptance window is verdict.TOTP.AcceptedSteps, and how long
 // the SPA replay cache keeps a packet (max_replay caps it) is verdict's
 // replay.go.

@@ -58,7 +58,7 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 		"A door with no knocks would open for anyone; list at least one knock."); d.seq != nil {
 		c.notTooLong(name, d.seq)
 	}
-	d.door.SequenceTimeout = c.duration(fmt.Sprintf("door %q", name), raw.SequenceTimeout, DefaultSequenceTimeout)
+	d.door.SequenceTimeout = c.duration(fmt.Sprintf("door %q", name), raw.SequenceTimeout, DefaultSequenceTimeout, maxSequenceTimeout)
 
 	if present(raw.CloseSequence) {
 		// An empty close_sequence means none, as leaving it out does: an
@@ -88,7 +88,7 @@ func (c *compiler) door(b *hcl.Block) *doorSrc {
 				"door %q opens %d ports", name, len(d.open.ports))
 		}
 	}
-	d.door.OpenFor = c.duration(fmt.Sprintf("door %q", name), raw.OpenFor, DefaultOpenFor)
+	d.door.OpenFor = c.duration(fmt.Sprintf("door %q", name), raw.OpenFor, DefaultOpenFor, maxOpenFor)
 
 	if present(raw.AllowFrom) {
 		d.door.AllowFrom = c.prefixes(name, raw.AllowFrom)

@@ -81,6 +81,7 @@ func (c *compiler) gate(b *hcl.Block, p *Policy) {
 		if s, ok := c.path(raw.StateFile, "state_file",
 			"Grants are saved there so they survive a restart; \"\" keeps them in memory only.", true); ok {
 			p.StateFile = s
+			c.stateFile = raw.StateFile
 		}
 	}
 	if present(raw.Control) {

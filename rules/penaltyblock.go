@@ -16,8 +16,8 @@ func (c *compiler) penalty(b *hcl.Block, p *Policy) {
 			pen.Failures = int(n)
 		}
 	}
-	pen.Within = c.duration("penalty", raw.Within, pen.Within)
-	pen.Ban = c.duration("penalty", raw.Ban, pen.Ban)
+	pen.Within = c.duration("penalty", raw.Within, pen.Within, maxPenaltyWithin)
+	pen.Ban = c.duration("penalty", raw.Ban, pen.Ban, maxPenaltyBan)
 	if present(raw.MaxSources) {
 		if n, ok := c.whole(raw.MaxSources, 1, maxCap,
 			fmt.Sprintf("The box's own table, allocated at start, holds this many sources, from 1 to %d.", maxCap)); ok {

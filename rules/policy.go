@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -48,6 +49,8 @@ type Policy struct {
 	// Cluster, when set, makes this gateway one of several that share
 	// their state (clusterblock.go); nil is a single gateway.
 	Cluster *Cluster
+	// named is what ProtectedFiles reports.
+	named []namedFile
 }
 
 // Defaults of the accept mark: "KG" in the upper half, leaving the lower
@@ -116,6 +119,9 @@ func Parse(src []byte, filename string) (*Policy, error) {
 		return nil, newError(diags, parser.Files())
 	}
 	c := compiler{src: src, dir: filepath.Dir(filename)}
+	if filename != "" {
+		c.named = []namedFile{policyFile(filename)}
+	}
 	p := c.compile(file.Body)
 	diags = append(diags, c.diags...)
 	if diags.HasErrors() {
@@ -134,4 +140,22 @@ func CheckSyntax(src []byte, filename string) error {
 		return newError(diags, parser.Files())
 	}
 	return nil
+}
+
+// ErrNoDoor is a policy without a door. It is valid, and Load returns it
+// (a 0-byte file is one): every queued packet then gets the unprotected
+// verdict. But it is most often a file emptied or cut short by mistake,
+// so Warnings reports it, and the daemon refuses it on reload, where it
+// would otherwise stop protecting every port.
+var ErrNoDoor = errors.New("the policy has no door")
+
+// Warnings lists what is valid in p but most likely a mistake, for the
+// daemon to log at start and validate to print; errors.Is tells them
+// apart (ErrNoDoor).
+func (p *Policy) Warnings() []error {
+	var ws []error
+	if len(p.Doors) == 0 {
+		ws = append(ws, fmt.Errorf("%s: %w: every queued packet gets the unprotected verdict (%v)", p.File, ErrNoDoor, p.Unprotected))
+	}
+	return ws
 }

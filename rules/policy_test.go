@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -218,6 +219,7 @@ door "b" {
 			if tt.want.MaxReplay == 0 {
 				tt.want.MaxReplay = verdict.DefaultMaxReplay
 			}
+			got.named = nil // TestStateFileIsNoFileThePolicyNames
 			if !reflect.DeepEqual(*got, tt.want) {
 				t.Errorf("Parse gave\n%+v\nwant\n%+v", *got, tt.want)
 			}
@@ -230,6 +232,13 @@ door "b" {
 		})
 	}
 }
+
+// Fixed SPA keys for the table of TestParseErrors, which needs its policy
+// text as constants: 32 bytes each, base64.
+var (
+	testEncKey  = base64.StdEncoding.EncodeToString([]byte("knockgate test encryption key 32"))
+	testHMACKey = base64.StdEncoding.EncodeToString([]byte("knockgate test HMAC key, 32 byte"))
+)
 
 func TestParseErrors(t *testing.T) {
 	tests := []struct {
@@ -324,6 +333,46 @@ door "web" {
 				`t.hcl:6:22: door "ssh" open_for "-5m" is not positive`,
 				`t.hcl:10:22: invalid sequence_timeout "ten seconds" in door "web"`,
 				`t.hcl:12:22: invalid open_for "1d" in door "web"; Durations are written as Go writes them, such as "30s", "5m" or "1h30m": time: unknown unit "d" in duration "1d".`,
+			},
+		},
+		{
+			// Each duration has an upper bound: "2562047h" (the most a
+			// Go duration holds) would overflow the engine's deadlines.
+			name: "durations too long",
+			src: `
+door "ssh" {
+  sequence         = ["tcp/1"]
+  sequence_timeout = "1h0m1s"
+  open             = ["tcp/22"]
+  open_for         = "2562047h"
+  spa {
+    key_base64      = "` + testEncKey + `"
+    hmac_key_base64 = "` + testHMACKey + `"
+    max_age         = "2562047h"
+    max_open_for    = "169h"
+  }
+}
+door "totp" {
+  open     = ["tcp/23"]
+  open_for = "168h"
+  totp {
+    secret_base64 = "` + secret + `"
+    step          = "2h"
+    ports         = "udp/40000-40999"
+  }
+}
+penalty {
+  within = "25h"
+  ban    = "2562047h"
+}`,
+			want: []string{
+				`t.hcl:4:22: door "ssh" sequence_timeout "1h0m1s" is above 1h; A knock client sends its knocks within seconds`,
+				`t.hcl:6:22: door "ssh" open_for "2562047h" is above 168h (7 days); A grant is a window to start connections in`,
+				`t.hcl:10:23: door "ssh" max_age "2562047h" is above 1h;`,
+				`t.hcl:11:23: door "ssh" max_open_for "169h" is above 168h (7 days);`,
+				`t.hcl:19:21: door "totp" step "2h" is above 1h;`,
+				`t.hcl:24:12: penalty within "25h" is above 24h;`,
+				`t.hcl:25:12: penalty ban "2562047h" is above 720h (30 days);`,
 			},
 		},
 		{
@@ -688,5 +737,36 @@ func TestCheckSyntax(t *testing.T) {
 	var perr *Error
 	if !errors.As(err, &perr) || !strings.HasPrefix(err.Error(), "p.hcl:2:10: ") {
 		t.Errorf("CheckSyntax of a stray = gave %v, want an *Error at p.hcl:2:10", err)
+	}
+}
+
+// A 0-byte policy, or one with settings but no door, loads (it is what
+// the daemon must be able to refuse on reload, not a parse error), and
+// Warnings says it has no door; a policy with a door has no warning.
+func TestNoDoorIsWarned(t *testing.T) {
+	dir := t.TempDir()
+	for name, src := range map[string]string{
+		"empty.hcl":     "",
+		"gate-only.hcl": "gate {\n  unprotected = \"drop\"\n}\n",
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p, err := Load(path)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		ws := p.Warnings()
+		if len(p.Doors) != 0 || len(ws) != 1 || !errors.Is(ws[0], ErrNoDoor) || !strings.HasPrefix(ws[0].Error(), path+": the policy has no door") {
+			t.Errorf("%s: %d doors, warnings %v; want none and ErrNoDoor naming the file", name, len(p.Doors), ws)
+		}
+	}
+	p, err := Parse([]byte("door \"ssh\" {\n  sequence = [\"tcp/1\"]\n  open = [\"tcp/22\"]\n}\n"), "p.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws := p.Warnings(); len(ws) != 0 {
+		t.Errorf("a policy with a door: warnings %v", ws)
 	}
 }

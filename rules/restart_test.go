@@ -58,7 +58,7 @@ func TestKeepRestartOnly(t *testing.T) {
 // restart-only one that RestartOnlyChanges names: a new setting must be
 // sorted into one of the two here.
 func TestRestartOnlyCoversSettings(t *testing.T) {
-	reloadable := []string{"Policy", "File", "StateFile"}
+	reloadable := []string{"Policy", "File", "StateFile", "named"}
 	// Cluster is partly both: its peers reload, the rest does not
 	// (KeepClusterRestartOnly, TestClusterRestartOnly).
 	restartOnly := []string{"Queue", "Queues", "MetricsListen", "ControlSocket", "FailOpen", "AcceptMark", "AcceptMask", "Cluster"}

@@ -83,8 +83,8 @@ func (c *compiler) spaBlock(door string, b *hcl.Block, body hcl.Body) (*verdict.
 		ok = false
 	}
 
-	s.MaxAge = c.duration(fmt.Sprintf("door %q", door), raw.MaxAge, DefaultSPAMaxAge)
-	s.MaxOpenFor = c.duration(fmt.Sprintf("door %q", door), raw.MaxOpenFor, 0)
+	s.MaxAge = c.duration(fmt.Sprintf("door %q", door), raw.MaxAge, DefaultSPAMaxAge, maxSPAAge)
+	s.MaxOpenFor = c.duration(fmt.Sprintf("door %q", door), raw.MaxOpenFor, 0, maxOpenFor)
 	if present(raw.AllowAnySource) {
 		if v, bok := c.boolean(raw.AllowAnySource, fmt.Sprintf(" of door %q", door)); !bok {
 			ok = false
@@ -116,6 +116,7 @@ func (c *compiler) spaKeys(door string, raw *rawSPA, block hcl.Range, keys *fwkn
 			return false
 		}
 		path = c.relative(path)
+		c.nameFile(path, fmt.Sprintf("the keys_file of door %q", door))
 		r := raw.KeysFile.Expr.Range().Ptr()
 		b, err := os.ReadFile(path)
 		if err != nil {

@@ -51,7 +51,9 @@ func (c *compiler) totpBlock(door string, b *hcl.Block, body hcl.Body) (*verdict
 			return nil, nil
 		}
 		secretRange = raw.SecretFile.Expr.Range().Ptr()
-		text, err := os.ReadFile(c.relative(path))
+		path = c.relative(path)
+		c.nameFile(path, fmt.Sprintf("the secret_file of door %q", door))
+		text, err := os.ReadFile(path)
 		if err != nil {
 			c.errorf(secretRange, nil, err.Error()+".", "failed to read secret_file of door %q", door)
 			return nil, nil
@@ -70,7 +72,7 @@ func (c *compiler) totpBlock(door string, b *hcl.Block, body hcl.Body) (*verdict
 	}
 	t.Secret = key
 
-	t.Step = c.duration(fmt.Sprintf("door %q", door), raw.Step, DefaultTOTPStep)
+	t.Step = c.duration(fmt.Sprintf("door %q", door), raw.Step, DefaultTOTPStep, maxTOTPStep)
 	if t.Step < time.Second || t.Step%time.Second != 0 {
 		if present(raw.Step) {
 			c.errorf(raw.Step.Expr.Range().Ptr(), &raw.Step.Range,

@@ -136,10 +136,42 @@ func (c *compiler) prefixes(door string, attr *hcl.Attribute) []netip.Prefix {
 	return out
 }
 
+// bound is the upper bound of a duration setting, and why it is that.
+type bound struct {
+	max time.Duration
+	why string
+}
+
+// The upper bounds of the duration settings. Past them a setting is a
+// mistake, and one as long as a Go duration holds ("2562047h") would
+// overflow the engine's deadlines (which saturate as well, in case a
+// policy comes from elsewhere).
+var (
+	maxSequenceTimeout = bound{time.Hour, "A knock client sends its knocks within seconds; a longer timeout only gives a guesser more time."}
+	maxOpenFor         = bound{7 * 24 * time.Hour, "A grant is a window to start connections in, a few minutes at most as a rule; one open for longer is a standing open port, which allow_from or the firewall says better."}
+	maxSPAAge          = bound{time.Hour, "It bounds how far an SPA packet's clock may be from the gate's (fwknopd allows 2 minutes), and every used packet is remembered that long against replay."}
+	maxTOTPStep        = bound{time.Hour, "A TOTP sequence is accepted for two steps; a longer step keeps a sequence good for hours."}
+	maxPenaltyWithin   = bound{24 * time.Hour, "Failures are counted over this window; a day is already far longer than a brute force takes to show."}
+	maxPenaltyBan      = bound{30 * 24 * time.Hour, "A ban outlives the attack it stops by far at a month; for a source to be shut out for good, use the firewall."}
+)
+
+// boundText writes a bound as policies write durations, with the days for
+// those that run to days.
+func boundText(d time.Duration) string {
+	if d%time.Hour != 0 {
+		return d.String()
+	}
+	s := fmt.Sprintf("%dh", d/time.Hour)
+	if d >= 48*time.Hour && d%(24*time.Hour) == 0 {
+		s += fmt.Sprintf(" (%d days)", d/(24*time.Hour))
+	}
+	return s
+}
+
 // duration reads a duration setting of owner (`door "ssh"`, `penalty`),
-// falling back to def when it is unset or invalid (an invalid one has been
-// reported).
-func (c *compiler) duration(owner string, attr *hcl.Attribute, def time.Duration) time.Duration {
+// from above zero up to b.max, falling back to def when it is unset or
+// invalid (an invalid one has been reported).
+func (c *compiler) duration(owner string, attr *hcl.Attribute, def time.Duration, b bound) time.Duration {
 	d := def
 	if !present(attr) {
 		return d
@@ -159,6 +191,11 @@ func (c *compiler) duration(owner string, attr *hcl.Attribute, def time.Duration
 		c.errorf(attr.Expr.Range().Ptr(), &attr.Range,
 			"It must be above zero.",
 			"%s %s %q is not positive", owner, attr.Name, s)
+		return d
+	}
+	if v > b.max {
+		c.errorf(attr.Expr.Range().Ptr(), &attr.Range, b.why,
+			"%s %s %q is above %s", owner, attr.Name, s, boundText(b.max))
 		return d
 	}
 	return v

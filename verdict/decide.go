@@ -117,12 +117,14 @@ func (s *shard) decide(g *generation, d *Decision, p *Packet, src netip.Addr, sk
 			d.Verdict, d.Reason, d.Door, d.GrantEnded = Accept, ReasonGranted, door, ended
 		} else {
 			d.Verdict, d.Reason = Drop, ReasonNoGrant
-			d.Door = int(c.openLists[c.openers[pi][p.DstPort]][0].door)
+			d.Door = int(c.openLists[c.at[pi][p.DstPort]][0].door)
 		}
 	case classSPA:
 		// SPA packets are dropped like knocks: the port never answers.
 		d.Verdict = Drop
 		s.decideSPA(g, d, src, sk, p, pi, now, t, far)
+	case classHeld:
+		d.Verdict, d.Reason = Drop, ReasonClosedUntilRestart
 	case classCluster:
 		if c.peer(src) {
 			d.Verdict, d.Reason = Accept, ReasonClusterPeer
@@ -241,7 +243,22 @@ func (s *shard) grant(c *compiled, k key, t, dur int64, ports uint64) {
 	} else if g.until > t {
 		ports |= g.ports
 	}
-	*g = grant{opened: t, until: t + dur, ports: ports, left: uint32(c.policy.Doors[k.door].MaxConnections)}
+	*g = grant{opened: t, until: addSat(t, dur), ports: ports, left: uint32(c.policy.Doors[k.door].MaxConnections)}
+}
+
+// connsLeft is what a grant carried over from elsewhere (a state file, an
+// earlier policy) may still admit on door d: the count it had, at most
+// the door's max_connections; a grant that had no count (0, or anything
+// not above 0) gets the door's max_connections, since it must never be
+// unlimited on a door that limits. 0 when the door has no limit.
+func (d *Door) connsLeft(had int) uint32 {
+	if d.MaxConnections <= 0 {
+		return 0
+	}
+	if had <= 0 || had > d.MaxConnections {
+		return uint32(d.MaxConnections)
+	}
+	return uint32(had)
 }
 
 // grantFor finds a live grant of the source k that covers the port, and
@@ -249,7 +266,7 @@ func (s *shard) grant(c *compiled, k key, t, dur int64, ports uint64) {
 // connection, and ended reports that this was its last.
 func (s *shard) grantFor(c *compiled, sk source, pi int, port uint16, t int64) (door int, ended bool) {
 	k := sk.k
-	for _, op := range c.openLists[c.openers[pi][port]] {
+	for _, op := range c.openLists[c.at[pi][port]] {
 		k.door = uint32(op.door)
 		i := s.grants.findH(k, sk.h^op.mix)
 		if i < 0 {

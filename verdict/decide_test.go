@@ -377,9 +377,16 @@ func TestDecideDoesNotAllocate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	held, _ := NewEngine(p, t0)
+	cut := p
+	cut.Doors = p.Doors[:1]
+	if _, err := held.Reload(cut, t0); err != nil {
+		t.Fatal(err)
+	}
 	i := 0
 	knock := knockSSH(carol, 0, 1000)
 	cases := map[string]func(){
+		"held closed": func() { held.Decide(pkt(alice, "tcp/8443", 1), t0) },
 		"unprotected": func() { e.Decide(pkt(alice, "tcp/80", 1), t0) },
 		"no grant":    func() { e.Decide(pkt(alice, "tcp/22", 1), t0) },
 		"knock, grant and connect": func() {

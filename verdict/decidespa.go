@@ -46,7 +46,7 @@ func (s *shard) spaAllow(sk source, t int64) bool {
 // sources, is locked by digest only around its lookups.
 func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source, p *Packet, pi int, now time.Time, t int64, far *farGrant) {
 	c := g.c
-	doors := c.spaLists[c.spaAt[pi][p.DstPort]]
+	doors := c.spaLists[c.at[pi][p.DstPort]]
 	d.Door = doors[0]
 	if !s.spaAllow(sk, t) {
 		d.Reason = ReasonSPARateLimited
@@ -90,11 +90,12 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 	// same packet, sent from another source, in between: the claim is
 	// what decides which of them used it.
 	if left := replayUntil(msg.Timestamp, ds.MaxAge).Sub(now); left > 0 {
-		if !rs.claim(rk, t, t+int64(left)) {
+		until := addSat(t, int64(left))
+		if !rs.claim(rk, t, until) {
 			d.Reason = ReasonSPAReplay
 			return
 		}
-		c.ring.push(sharedRaw{kind: SharedReplay, c: c, k: rk, until: t + int64(left)})
+		c.ring.push(sharedRaw{kind: SharedReplay, c: c, k: rk, until: until})
 	}
 	if err := msg.CheckAge(now, ds.MaxAge); err != nil {
 		d.Reason = ReasonSPAStale
@@ -135,11 +136,7 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 	}
 	dur := int64(dr.OpenFor)
 	if msg.Type.HasTimeout() && msg.ClientTimeout > 0 {
-		maxDur := ds.MaxOpenFor
-		if maxDur <= 0 {
-			maxDur = dr.OpenFor
-		}
-		dur = int64(min(time.Duration(msg.ClientTimeout)*time.Second, maxDur))
+		dur = int64(min(time.Duration(msg.ClientTimeout)*time.Second, dr.maxClientTimeout()))
 	}
 	d.Reason = ReasonOpened
 	gk := keyOf(to, door)
@@ -150,3 +147,17 @@ func (s *shard) decideSPA(g *generation, d *Decision, src netip.Addr, sk source,
 	}
 	*far = farGrant{k: gk, dur: dur, ports: ports}
 }
+
+// maxClientTimeout is the longest grant an SPA client may ask for with a
+// timeout message (fwknop -f): max_open_for, else open_for.
+func (d *Door) maxClientTimeout() time.Duration {
+	if d.SPA != nil && d.SPA.MaxOpenFor > 0 {
+		return d.SPA.MaxOpenFor
+	}
+	return d.OpenFor
+}
+
+// longestGrant is the longest grant the door can give: open_for for a
+// knock or a plain SPA message, maxClientTimeout for a timeout message.
+// A grant from elsewhere (a state file) is held to it.
+func (d *Door) longestGrant() time.Duration { return max(d.OpenFor, d.maxClientTimeout()) }

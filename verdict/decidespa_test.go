@@ -234,6 +234,33 @@ func TestSPAReplay(t *testing.T) {
 	}
 }
 
+// A packet's age is checked in whole seconds, so it passes max_age for up
+// to a second past its timestamp plus max_age: the replay cache must
+// remember it that long too, swept or not. (FuzzEngineInvariants found a
+// packet opening twice at 120.5 s of a 120 s max_age.)
+func TestSPAReplayAtTheEdgeOfMaxAge(t *testing.T) {
+	p, nas, _ := spaPolicy(t) // nas: max_age 120s
+	now := t0.Add(time.Hour)
+	for _, sweep := range []bool{false, true} {
+		e, _ := NewEngine(p, t0)
+		pk := spaPacket(t, nas, alice, now, spaMsg{typ: fwknop.TypeAccess, allow: "198.51.100.10", ports: []string{"tcp/2049"}})
+		if d := e.Decide(pk, now); d.Reason != ReasonOpened {
+			t.Fatalf("first: %v", d.Reason)
+		}
+		for _, at := range []time.Duration{120 * time.Second, 120*time.Second + 999*time.Millisecond} {
+			if sweep {
+				e.Sweep(now.Add(at), nil)
+			}
+			if d := e.Decide(pk, now.Add(at)); d.Reason != ReasonSPAReplay {
+				t.Errorf("sweep %v: replayed %v after the packet's timestamp: %v", sweep, at, d.Reason)
+			}
+		}
+		if d := e.Decide(pk, now.Add(121*time.Second)); d.Reason != ReasonSPAStale {
+			t.Errorf("sweep %v: replayed 121 s after: %v", sweep, d.Reason)
+		}
+	}
+}
+
 func TestSPAClientTimeout(t *testing.T) {
 	p, nas, _ := spaPolicy(t)
 	now := t0.Add(time.Hour)

@@ -24,6 +24,14 @@ type Engine struct {
 	// evictedBefore carries the evictions of generations a reload
 	// retired, so the counter never goes back. Guarded by ctl.
 	evictedBefore uint64
+	// penaltyFullBefore does the same for shard.penaltyFull.
+	penaltyFullBefore uint64
+	// everProtected is every port a policy since NewEngine protected, so
+	// a reload can keep them closed (hold). Guarded by ctl.
+	everProtected portSet
+	// spare is the lookup tables of the policy a reload retired, for the
+	// next reload to compile into. Guarded by ctl.
+	spare *portTables
 	// shared collects what a cluster shares (shared.go); off until
 	// ShareEvents.
 	shared sharedRing
@@ -33,17 +41,16 @@ type Engine struct {
 // all later times are measured from it, with the monotonic reading when
 // now has one, so a wall-clock step cannot stretch or cut a grant.
 func NewEngine(p Policy, now time.Time) (*Engine, error) {
-	c, err := compile(p)
+	c, err := compile(p, nil)
 	if err != nil {
 		return nil, err
 	}
 	e := &Engine{epoch: now}
 	c.ring = &e.shared
-	e.gen.Store(newGeneration(c))
+	e.hold(c)
+	e.gen.Store(newGeneration(c, nil))
 	return e, nil
 }
 
 // Policy returns the policy the engine enforces.
 func (e *Engine) Policy() Policy { return e.gen.Load().c.policy }
-
-func (e *Engine) nanos(now time.Time) int64 { return int64(now.Sub(e.epoch)) }

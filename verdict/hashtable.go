@@ -191,7 +191,15 @@ const evictSample = 8
 // looked at), it deletes the one with the lowest keep score. Looking at a
 // sample instead of the whole table keeps an eviction O(1) per packet.
 func (t *table[V]) evict(start uint64, keep func(*V) uint64) {
-	best, bestKeep := -1, uint64(0)
+	best, _ := t.sample(start, keep)
+	t.deleteAt(best)
+}
+
+// sample is evict's choice without the deletion: the slot, among
+// evictSample occupied ones scanned from start, with the lowest keep
+// score, and that score. The table must not be empty.
+func (t *table[V]) sample(start uint64, keep func(*V) uint64) (best int, bestKeep uint64) {
+	best = -1
 	i := start & t.mask
 	for seen := 0; seen < evictSample; i = (i + 1) & t.mask {
 		if !t.slots[i].used {
@@ -202,7 +210,7 @@ func (t *table[V]) evict(start uint64, keep func(*V) uint64) {
 			best, bestKeep = int(i), k
 		}
 	}
-	t.deleteAt(best)
+	return best, bestKeep
 }
 
 // since turns an engine time into a keep score that orders as the time

@@ -13,6 +13,9 @@ const (
 	classKnock
 	classProtected
 	classSPA
+	// classHeld is a port no door of the policy names that an earlier
+	// policy since the engine started protected: it stays closed (hold).
+	classHeld
 	// classCluster is the cluster port: accepted from cluster peers.
 	classCluster
 )
@@ -54,15 +57,7 @@ type opener struct {
 type compiled struct {
 	policy Policy
 	seqs   []sequence
-	// Lookup tables indexed by protocol (0 tcp, 1 udp) and port, so the
-	// per-packet path is array indexing rather than map lookups.
-	class [2][65536]uint8
-	// first is 1 + index into seqs of the sequence this port starts; for
-	// a port in a TOTP door's range, -(1 + index into totp): which slot
-	// starts there changes every step, see firstSeq.
-	first   [2][65536]int32
-	openers [2][65536]int32 // index into openLists
-	spaAt   [2][65536]int32 // index into spaLists
+	*portTables
 	// openLists holds, per protected port, the doors that open it;
 	// spaLists, per SPA port, the doors that listen there. Both start
 	// with an empty list, the one index 0 (no such port) finds.
@@ -70,11 +65,29 @@ type compiled struct {
 	spaLists  [][]int
 	totp      []totpDoor
 	doorIndex map[string]int
+	// held lists the ports of classHeld, in order, for HeldClosed.
+	held []Port
 	// peers are the cluster peers' addresses, unmapped.
 	peers []netip.Addr
 	// ring receives the events a cluster shares (shared.go); the engine
 	// sets it on every policy it compiles.
 	ring *sharedRing
+}
+
+// portTables are the lookup tables indexed by protocol (0 tcp, 1 udp) and
+// port, so the per-packet path is array indexing rather than map lookups.
+// A port has one class, so one index array serves every class: at is
+// what the class needs to go on. At 640 KB they are most of a compiled
+// policy, so a reload compiles into those of the policy before the last
+// (Engine.spare) instead of allocating them anew.
+type portTables struct {
+	class [2][65536]uint8
+	// at is, for a knock port, 1 + index into seqs of the sequence the
+	// port starts (0 if none does), or, in a TOTP door's range,
+	// -(1 + index into totp): which slot starts there changes every step,
+	// see firstSeq; for a protected port, the index into openLists; for an
+	// SPA port, the index into spaLists.
+	at [2][65536]int32
 }
 
 func protoIndex(p Proto) int {
@@ -87,7 +100,14 @@ func protoIndex(p Proto) int {
 	return -1
 }
 
-func compile(p Policy) (*compiled, error) {
+// compile compiles p, into the lookup tables pt when it is not nil (they
+// are cleared first).
+func compile(p Policy, pt *portTables) (*compiled, error) {
+	if pt == nil {
+		pt = new(portTables)
+	} else {
+		*pt = portTables{}
+	}
 	if p.MaxSources <= 0 {
 		p.MaxSources = DefaultMaxSources
 	}
@@ -97,7 +117,7 @@ func compile(p Policy) (*compiled, error) {
 	if p.MaxReplay <= 0 {
 		p.MaxReplay = DefaultMaxReplay
 	}
-	e := &compiled{policy: p, openLists: [][]opener{nil}, spaLists: [][]int{nil}, doorIndex: make(map[string]int, len(p.Doors))}
+	e := &compiled{policy: p, portTables: pt, openLists: [][]opener{nil}, spaLists: [][]int{nil}, doorIndex: make(map[string]int, len(p.Doors))}
 	for di, d := range p.Doors {
 		if _, dup := e.doorIndex[d.Name]; dup {
 			return nil, fmt.Errorf("door %q is defined twice", d.Name)
@@ -143,14 +163,14 @@ func compile(p Policy) (*compiled, error) {
 			}
 			k0 := s.ports[0]
 			pi := protoIndex(k0.Proto)
-			if prev := e.first[pi][k0.Num]; prev != 0 {
+			if prev := e.at[pi][k0.Num]; prev != 0 {
 				return nil, fmt.Errorf("door %q: a sequence of door %q already starts with %v",
 					d.Name, p.Doors[e.seqs[prev-1].door].Name, k0)
 			}
 			e.seqs = append(e.seqs, sequence{
 				door: di, close: s.close, ports: slices.Clone(s.ports), timeout: int64(d.SequenceTimeout), totp: -1,
 			})
-			e.first[pi][k0.Num] = int32(len(e.seqs))
+			e.at[pi][k0.Num] = int32(len(e.seqs))
 		}
 	}
 	// TOTP ranges are reserved whole, after every other knock is known, so
@@ -168,7 +188,7 @@ func compile(p Policy) (*compiled, error) {
 				return nil, fmt.Errorf("door %q: TOTP range %v/%d-%d overlaps another rule at %v/%d", d.Name, d.TOTP.Proto, d.TOTP.Lo, d.TOTP.Hi, d.TOTP.Proto, n)
 			}
 			e.class[pi][n] = classKnock
-			e.first[pi][n] = -int32(len(e.totp) + 1)
+			e.at[pi][n] = -int32(len(e.totp) + 1)
 		}
 		td := totpDoor{door: di, live: new(totpLive)}
 		for i := range td.slots {
@@ -190,11 +210,11 @@ func compile(p Policy) (*compiled, error) {
 				return nil, fmt.Errorf("door %q: %v is both an SPA port and a protected port", d.Name, o)
 			}
 			e.class[pi][o.Num] = classProtected
-			li := e.openers[pi][o.Num]
+			li := e.at[pi][o.Num]
 			if li == 0 {
 				e.openLists = append(e.openLists, nil)
 				li = int32(len(e.openLists) - 1)
-				e.openers[pi][o.Num] = li
+				e.at[pi][o.Num] = li
 			}
 			op := opener{door: int32(di), bit: uint8(bit), mix: doorMix(uint32(di))}
 			if slices.ContainsFunc(e.openLists[li], func(x opener) bool { return x.door == op.door }) {
@@ -266,11 +286,11 @@ func (c *compiled) compileSPA(di int, d Door) error {
 		return fmt.Errorf("door %q: %v is both a protected and an SPA port", d.Name, s.Port)
 	}
 	c.class[pi][s.Port.Num] = classSPA
-	li := c.spaAt[pi][s.Port.Num]
+	li := c.at[pi][s.Port.Num]
 	if li == 0 {
 		c.spaLists = append(c.spaLists, nil)
 		li = int32(len(c.spaLists) - 1)
-		c.spaAt[pi][s.Port.Num] = li
+		c.at[pi][s.Port.Num] = li
 	}
 	c.spaLists[li] = append(c.spaLists[li], di)
 	return nil

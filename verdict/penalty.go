@@ -37,8 +37,9 @@ func (s *shard) penalize(c *compiled, d *Decision, sk source, t int64) {
 	}
 	p := s.penalty.getH(sk.k, sk.h)
 	if p == nil {
-		if s.penalty.full() {
-			s.evictPenalty(t)
+		if s.penalty.full() && !s.evictPenalty(t) {
+			s.penaltyFull++
+			return
 		}
 		p = s.penalty.insertH(sk.k, sk.h)
 		*p = penalty{window: t}
@@ -48,22 +49,33 @@ func (s *shard) penalize(c *compiled, d *Decision, sk source, t int64) {
 	}
 	p.count++
 	if p.count >= uint32(pol.Failures) {
-		p.until, p.count, p.window = t+int64(pol.Ban), 0, t
+		p.until, p.count, p.window = addSat(t, int64(pol.Ban)), 0, t
 		d.Banned = true
 		c.ring.push(sharedRaw{kind: SharedBan, c: c, k: sk.k, until: p.until})
 	}
 }
 
-// evictPenalty makes room by forgetting, from a sample, a source that is
-// not banned (the one that failed longest ago), else the ban nearest its
-// end. A flood of failures from spoofed sources thus wears out records of
-// its own kind before it can free a banned brute forcer.
-func (s *shard) evictPenalty(t int64) {
-	s.penalty.evict(s.rand(), func(p *penalty) uint64 {
+// evictPenalty makes room by forgetting, from a sample, the source that
+// is not banned and failed longest ago. It never ends a live ban: when
+// the sample holds nothing but bans it reports false, and the failing
+// source goes untracked (penalize counts it in penaltyFull). A flood of
+// failures from spoofed sources thus wears out records of its own kind,
+// and once the box is full of bans it can buy none out: the brute forcer
+// stays banned to the end. The price is that a new source failing while
+// the box is full is not tracked until a ban ends; the box's max_sources
+// bounds how many sources a flood must keep banned to get there.
+func (s *shard) evictPenalty(t int64) bool {
+	const banned = 1 << 63
+	i, keep := s.penalty.sample(s.rand(), func(p *penalty) uint64 {
 		if p.until > t {
-			return 1<<63 | since(p.until)>>1
+			return banned
 		}
 		return since(p.window) >> 1
 	})
+	if keep == banned {
+		return false
+	}
+	s.penalty.deleteAt(i)
 	s.evictions++
+	return true
 }

@@ -70,21 +70,79 @@ func TestPenaltyNeedsFailuresWithinTheWindow(t *testing.T) {
 	}
 }
 
-func TestPenaltyFloodStaysBounded(t *testing.T) {
+// The penalty box cannot be bought out: once its table is full of live
+// bans, a flood of failing sources (spoofed, any number) never ends a ban
+// early. A failing source the full box cannot take is not tracked, and
+// counted (Stats.PenaltyFull). With the box's table split over shards,
+// each shard holds its bans the same way.
+func TestPenaltyBoxCannotBeBoughtOut(t *testing.T) {
+	for _, boxCap := range []int{64, 1024} {
+		p := penaltyPolicy()
+		p.Penalty.Failures = 1
+		p.Penalty.MaxSources = boxCap
+		e, _ := NewEngine(p, t0)
+		// The brute forcer is banned first, then a flood of failing
+		// sources from IPv6 (as in the issue: 20 k sources) and IPv4
+		// fills the box with bans and goes on.
+		if d := e.Decide(pkt(alice, "tcp/9000", 1), t0); !d.Banned {
+			t.Fatalf("cap %d: alice not banned: %+v", boxCap, d)
+		}
+		const flood = 20_000
+		untracked := 0
+		for i := range flood {
+			src := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
+			if i%2 == 1 {
+				src = netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)})
+			}
+			at := t0.Add(time.Millisecond + time.Duration(i)*10*time.Microsecond)
+			if d := e.Decide(pkt(src, "tcp/9000", 1), at); !d.Banned {
+				untracked++
+			}
+		}
+		if n := penaltyEntries(e); n != boxCap {
+			t.Fatalf("cap %d: penalty box holds %d", boxCap, n)
+		}
+		st := e.Stats()
+		if st.PenaltyFull != uint64(untracked) || untracked < flood-boxCap {
+			t.Errorf("cap %d: PenaltyFull %d, %d of %d flood sources untracked; want at least %d, all counted",
+				boxCap, st.PenaltyFull, untracked, flood, flood-boxCap)
+		}
+		if st.PenaltySources != boxCap || st.MaxPenaltySources != boxCap {
+			t.Errorf("cap %d: Stats reports the box at %d of %d", boxCap, st.PenaltySources, st.MaxPenaltySources)
+		}
+		if d := e.Decide(pkt(alice, "tcp/7000", 2), t0.Add(10*time.Minute-time.Millisecond)); d.Reason != ReasonPenalized {
+			t.Errorf("cap %d: alice's ban ended early, after the flood: %v", boxCap, d.Reason)
+		}
+		if d := e.Decide(pkt(alice, "tcp/7000", 2), t0.Add(10*time.Minute)); d.Reason == ReasonPenalized {
+			t.Errorf("cap %d: alice's ban outlasted its end", boxCap)
+		}
+	}
+}
+
+// A reload that shrinks the penalty box keeps its bans before the counts
+// of sources not yet banned.
+func TestReloadKeepsBansBeforeCounts(t *testing.T) {
 	p := penaltyPolicy()
-	p.Penalty.Failures = 1
+	p.Penalty.Failures = 2
+	p.Penalty.MaxSources = 64
 	e, _ := NewEngine(p, t0)
-	// A brute forcer is banned, then a flood of failing spoofed sources
-	// churns the box: banned sources are the last to go.
-	e.Decide(pkt(alice, "tcp/9000", 1), t0)
-	for i := 0; i < 10_000; i++ {
-		e.Decide(pkt(netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)}), "tcp/9000", 1), t0.Add(time.Millisecond))
+	var banned []netip.Addr
+	for i := range 64 {
+		src := netip.AddrFrom4([4]byte{203, 0, 113, byte(i)})
+		e.Decide(pkt(src, "tcp/9000", 1), t0)
+		if i%4 == 0 { // one in four fails twice: banned
+			e.Decide(pkt(src, "tcp/9000", 1), t0)
+			banned = append(banned, src)
+		}
 	}
-	if n := penaltyEntries(e); n > 64 {
-		t.Fatalf("penalty box holds %d, cap 64", n)
+	p.Penalty.MaxSources = len(banned)
+	if _, err := e.Reload(p, t0); err != nil {
+		t.Fatal(err)
 	}
-	if d := e.Decide(pkt(alice, "tcp/7000", 2), t0.Add(time.Second)); d.Reason != ReasonPenalized {
-		t.Logf("alice's ban was evicted by the flood (all 64 entries banned): %v", d.Reason)
+	for _, src := range banned {
+		if d := e.Decide(pkt(src, "tcp/7000", 2), t0.Add(time.Second)); d.Reason != ReasonPenalized {
+			t.Fatalf("%v's ban lost to a smaller box on reload: %v", src, d.Reason)
+		}
 	}
 }
 

@@ -10,12 +10,15 @@ import (
 // replayUntil is the SPA replay cache's bound, decided here only. An
 // authenticated packet is remembered until its timestamp could no longer
 // pass the door's max_age (fwknop.Message.CheckAge accepts it that far
-// either side of now): after that the age check refuses it anyway, so
+// either side of now, in whole seconds: up to the end of the second
+// max_age after it): after that the age check refuses it anyway, so
 // remembering it longer would buy nothing. The cache thus holds at most
 // the packets of one max_age window, rate × window; Policy.MaxReplay caps
 // even that, against a flood of valid packets from key holders, by
 // evicting the entry nearest its end (remember).
-func replayUntil(sent time.Time, maxAge time.Duration) time.Time { return sent.Add(maxAge) }
+func replayUntil(sent time.Time, maxAge time.Duration) time.Time {
+	return time.Unix(sent.Unix()+int64(maxAge/time.Second)+1, 0)
+}
 
 // replayKey is the replay cache's key for a packet: the first 20 bytes of
 // its SHA-256, the last four of them in the door field.
@@ -128,7 +131,7 @@ func (e *Engine) RestoreReplay(rs []ReplayEntry, now time.Time) (int, error) {
 		if sh.t.get(k) == nil && sh.t.full() {
 			lost++
 		} else {
-			sh.remember(k, t+int64(left))
+			sh.remember(k, addSat(t, int64(left)))
 			n++
 		}
 		sh.mu.Unlock()

@@ -14,6 +14,9 @@ type Grant struct {
 	// Ports are the door's ports the grant covers; nil means all of them,
 	// as after a knock.
 	Ports []Port
+	// ConnsLeft is how many new connections the grant still admits, on a
+	// door with max_connections; 0 means no limit (the door has none).
+	ConnsLeft int
 }
 
 // Sweep drops timed-out knock progress and expired grants, calling expired
@@ -54,6 +57,8 @@ func (e *Engine) grantOf(c *compiled, k key, g *grant) Grant {
 		Source: k.addr(),
 		Opened: e.epoch.Add(time.Duration(g.opened)),
 		Until:  e.epoch.Add(time.Duration(g.until)),
+		// left is 0 for a door without max_connections: no limit.
+		ConnsLeft: int(g.left),
 	}
 	if g.ports != allPorts(len(door.Open)) && g.ports != ^uint64(0) {
 		for i, p := range door.Open {
@@ -111,6 +116,16 @@ type Stats struct {
 	Sources, MaxSources int // sources with a knock sequence in progress
 	Grants, MaxGrants   int
 	Evictions           uint64
+	// PenaltySources counts the sources in the penalty box, banned or
+	// with failures counted; MaxPenaltySources is the box's cap (1 when
+	// the box is off).
+	PenaltySources, MaxPenaltySources int
+	// PenaltyFull counts the failures the penalty box could not track,
+	// its table being full of live bans, which it never ends early.
+	PenaltyFull uint64
+	// Replay counts the used SPA packets remembered; MaxReplay is the
+	// cache's cap (1 when the policy has no SPA door).
+	Replay, MaxReplay int
 }
 
 // Stats returns the engine's occupancy figures, summed over the shards.
@@ -118,15 +133,22 @@ type Stats struct {
 func (e *Engine) Stats() Stats {
 	e.ctl.Lock()
 	defer e.ctl.Unlock()
-	st := Stats{Evictions: e.evictedBefore}
+	st := Stats{Evictions: e.evictedBefore, PenaltyFull: e.penaltyFullBefore}
 	e.eachShard(func(_ *compiled, s *shard) {
 		st.Sources += s.progress.n
 		st.MaxSources += s.progress.max
 		st.Grants += s.grants.n
 		st.MaxGrants += s.grants.max
 		st.Evictions += s.evictions
+		st.PenaltySources += s.penalty.n
+		st.MaxPenaltySources += s.penalty.max
+		st.PenaltyFull += s.penaltyFull
 	})
-	e.eachReplay(func(r *replayShard) { st.Evictions += r.evictions })
+	e.eachReplay(func(r *replayShard) {
+		st.Evictions += r.evictions
+		st.Replay += r.t.n
+		st.MaxReplay += r.t.max
+	})
 	return st
 }
 

@@ -5,7 +5,11 @@ import "time"
 // Restore re-creates grants saved by an earlier run, such as a state file
 // read at start. Grants already over at now, and grants of doors the policy
 // no longer has, are skipped. Times are compared by the wall clock, since
-// that is all a saved time carries.
+// that is all a saved time carries. A grant keeps its expiry, but never
+// outlasts the longest grant its door can give now (an SPA client's
+// timeout may have asked for more than open_for), and keeps its count of
+// connections left, but never above the door's max_connections, nor
+// unlimited on a door that has one.
 func (e *Engine) Restore(gs []Grant, now time.Time) (restored, skipped int) {
 	e.ctl.Lock()
 	defer e.ctl.Unlock()
@@ -19,12 +23,11 @@ func (e *Engine) Restore(gs []Grant, now time.Time) (restored, skipped int) {
 			skipped++
 			continue
 		}
+		door := &c.policy.Doors[di]
 		// A saved grant never outlasts what the door grants now: a policy
 		// that shortened open_for since should not be bypassed by a restart.
-		if max := int64(c.policy.Doors[di].OpenFor); int64(left) > max {
-			left = time.Duration(max)
-		}
-		ports := portMask(&c.policy.Doors[di], g.Ports)
+		left = min(left, door.longestGrant())
+		ports := portMask(door, g.Ports)
 		if ports == 0 {
 			skipped++
 			continue
@@ -32,7 +35,9 @@ func (e *Engine) Restore(gs []Grant, now time.Time) (restored, skipped int) {
 		k := keyOf(g.Source.Unmap(), di)
 		s := gen.shardOf(k.source())
 		s.mu.Lock()
-		if s.restore(k, grant{opened: t - int64(now.Sub(g.Opened)), until: t + int64(left), ports: ports}) {
+		// Opened is reported only; one in the future reads as now.
+		opened := t - min(max(int64(now.Sub(g.Opened)), 0), maxNanos)
+		if s.restore(k, grant{opened: opened, until: addSat(t, int64(left)), ports: ports, left: door.connsLeft(g.ConnsLeft)}) {
 			restored++
 		} else {
 			skipped++

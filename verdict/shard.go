@@ -53,6 +53,9 @@ type shard struct {
 	penalty   table[penalty]
 	rng       uint64
 	evictions uint64
+	// penaltyFull counts the failures of sources the penalty box did not
+	// track, its share of the table being full of live bans.
+	penaltyFull uint64
 	// The padding keeps the lock and counters of neighbouring shards,
 	// written on every packet from different cores, off one cache line.
 	_ [64]byte
@@ -77,7 +80,14 @@ type generation struct {
 	shift  uint   // 64 - log2(len(shards)): the top bits of the hash pick the shard
 	shards []shard
 	replay []replayShard
+	caps   tableCaps
+	// taken says which tables newGeneration left for Reload to take over
+	// from the generation before: those whose caps did not change.
+	taken struct{ progress, grants, rate, penalty, replay bool }
 }
+
+// tableCaps are the caps of a generation's tables, summed over its shards.
+type tableCaps struct{ progress, grants, rate, penalty, replay int }
 
 // shardCount picks the number of shards for a policy: as many as fit
 // with every shard holding at least minShardCap of each per-source table,
@@ -109,37 +119,59 @@ func share(total, n, i int) int {
 }
 
 // newGeneration allocates the shards' tables for c, once: they never grow.
-func newGeneration(c *compiled) *generation {
+// With prev, the generation a reload replaces, and as many shards as it
+// has, it keeps prev's seed, so every entry would hash to the same shard
+// and slot, and leaves out each table whose cap is prev's: Reload takes
+// that one over (taken).
+func newGeneration(c *compiled, prev *generation) *generation {
 	p := &c.policy
 	spaDoors := len(c.spaLists) > 0
 	n := shardCount(p, spaDoors)
+	// A policy without SPA, or with the penalty box off, keeps those
+	// tables tiny.
+	caps := tableCaps{progress: p.MaxSources, grants: p.MaxGrants, rate: 1, penalty: 1, replay: 1}
+	if spaDoors {
+		caps.replay, caps.rate = p.MaxReplay, min(p.MaxReplay, p.MaxSources)
+	}
+	if p.Penalty.Failures > 0 && p.Penalty.MaxSources > 0 {
+		caps.penalty = p.Penalty.MaxSources
+	}
 	g := &generation{
 		c:      c,
 		seed:   rand.Uint64(),
 		shift:  uint(64 - bits.TrailingZeros(uint(n))),
 		shards: make([]shard, n),
 		replay: make([]replayShard, n),
+		caps:   caps,
 	}
-	// A policy without SPA, or with the penalty box off, keeps those
-	// tables tiny.
-	replayCap, rateCap := 1, 1
-	if spaDoors {
-		replayCap, rateCap = p.MaxReplay, min(p.MaxReplay, p.MaxSources)
-	}
-	penaltyCap := 1
-	if p.Penalty.Failures > 0 && p.Penalty.MaxSources > 0 {
-		penaltyCap = p.Penalty.MaxSources
+	if prev != nil && len(prev.shards) == n {
+		g.seed = prev.seed
+		g.taken.progress = caps.progress == prev.caps.progress
+		g.taken.grants = caps.grants == prev.caps.grants
+		g.taken.rate = caps.rate == prev.caps.rate
+		g.taken.penalty = caps.penalty == prev.caps.penalty
+		g.taken.replay = caps.replay == prev.caps.replay
 	}
 	for i := range g.shards {
 		// The per-source tables share the generation's seed, so one hash
 		// of a packet's source serves for its shard and all of them.
 		s := &g.shards[i]
-		s.progress = newTable[progress](share(p.MaxSources, n, i), g.seed)
-		s.grants = newTable[grant](share(p.MaxGrants, n, i), g.seed)
-		s.rate = newTable[int64](share(rateCap, n, i), g.seed)
-		s.penalty = newTable[penalty](share(penaltyCap, n, i), g.seed)
+		if !g.taken.progress {
+			s.progress = newTable[progress](share(caps.progress, n, i), g.seed)
+		}
+		if !g.taken.grants {
+			s.grants = newTable[grant](share(caps.grants, n, i), g.seed)
+		}
+		if !g.taken.rate {
+			s.rate = newTable[int64](share(caps.rate, n, i), g.seed)
+		}
+		if !g.taken.penalty {
+			s.penalty = newTable[penalty](share(caps.penalty, n, i), g.seed)
+		}
 		s.rng = rand.Uint64() | 1
-		g.replay[i].t = newTable[int64](share(replayCap, n, i), rand.Uint64())
+		if !g.taken.replay {
+			g.replay[i].t = newTable[int64](share(caps.replay, n, i), rand.Uint64())
+		}
 	}
 	return g
 }

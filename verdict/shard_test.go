@@ -2,6 +2,7 @@ package verdict
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -41,13 +42,14 @@ func TestShardCount(t *testing.T) {
 // tables hold what the policy says and the metrics report it.
 func TestShardSharesAddUpToTheCaps(t *testing.T) {
 	for _, max := range []int{64, 1000, 4096, 100_003} {
-		p := testPolicy()
-		p.MaxSources, p.MaxGrants = max, max+7
+		p, _, _ := spaPolicy(t)
+		p.MaxSources, p.MaxGrants, p.MaxReplay = max, max+7, max+3
+		p.Penalty = Penalty{Failures: 1, Within: time.Minute, Ban: time.Minute, MaxSources: max + 5}
 		e, err := NewEngine(p, t0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st := e.Stats(); st.MaxSources != max || st.MaxGrants != max+7 {
+		if st := e.Stats(); st.MaxSources != max || st.MaxGrants != max+7 || st.MaxReplay != max+3 || st.MaxPenaltySources != max+5 {
 			t.Errorf("max %d over %d shards: %+v", max, shards(e), st)
 		}
 	}
@@ -107,6 +109,19 @@ func TestDecideConcurrently(t *testing.T) {
 	const workers, perWorker = 4, 300
 	var clock atomic.Int64 // nanoseconds past base, moved on by every worker
 	now := func() time.Time { return base.Add(time.Duration(clock.Add(int64(50 * time.Millisecond)))) }
+	// The time of each worker's knocks. Sweeps run at the earliest: a
+	// sweep at the shared clock, which the other workers move on, would
+	// time out the sequence of a worker the scheduler left behind by
+	// 10 s of that clock (a couple of hundred of their knocks), and
+	// fail the test about once in a hundred runs.
+	var workerAt [workers]atomic.Int64
+	earliest := func() time.Time {
+		at := int64(math.MaxInt64)
+		for w := range workerAt {
+			at = min(at, workerAt[w].Load())
+		}
+		return base.Add(time.Duration(min(at, clock.Load())))
+	}
 	var wg sync.WaitGroup
 	var opened, totpOpened atomic.Int64
 	errs := make(chan error, workers)
@@ -114,8 +129,12 @@ func TestDecideConcurrently(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer workerAt[w].Store(math.MaxInt64)
 			for i := 0; i < perWorker; i++ {
 				src := netip.AddrFrom4([4]byte{10, byte(w), byte(i >> 8), byte(i)})
+				// Published before the time is taken, so a sweep never
+				// runs later than a knock about to be made.
+				workerAt[w].Store(clock.Load())
 				at := now()
 				var d Decision
 				for _, s := range knockSSH(src, 0, uint16(i)) {
@@ -157,7 +176,7 @@ func TestDecideConcurrently(t *testing.T) {
 				return
 			default:
 			}
-			at := base.Add(time.Duration(clock.Load()))
+			at := earliest()
 			e.Sweep(at, nil)
 			e.Stats()
 			e.Grants(at)

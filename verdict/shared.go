@@ -232,7 +232,7 @@ func (e *Engine) ApplyGrant(door string, src netip.Addr, ports []Port, opened, u
 		}
 		gr = s.grants.insert(k)
 	}
-	*gr = grant{opened: t - int64(now.Sub(opened)), until: t + int64(left), ports: mask,
+	*gr = grant{opened: t - int64(now.Sub(opened)), until: addSat(t, int64(left)), ports: mask,
 		left: uint32(cur.c.policy.Doors[di].MaxConnections)}
 	return nil
 }
@@ -275,7 +275,7 @@ func (e *Engine) AddReplay(digest [20]byte, until, now time.Time) {
 	defer e.ctl.Unlock()
 	rs := e.gen.Load().replayOf(k)
 	rs.mu.Lock()
-	rs.remember(k, t+int64(left))
+	rs.remember(k, addSat(t, int64(left)))
 	rs.mu.Unlock()
 }
 
@@ -326,6 +326,6 @@ func (e *Engine) Ban(src netip.Addr, until, now time.Time) bool {
 		p = s.penalty.insertH(k, h)
 		*p = penalty{window: t}
 	}
-	p.until = max(p.until, t+int64(left))
+	p.until = max(p.until, addSat(t, int64(left)))
 	return true
 }

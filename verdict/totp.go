@@ -220,7 +220,7 @@ func (c *compiled) knocksOf(sq *sequence) (knocks []Port, gen uint32, counter ui
 // knocksOf gives them. In a TOTP range, the current step wins should both
 // slots start alike.
 func (c *compiled) firstSeq(pi int, num uint16) (si int32, knocks []Port, gen uint32, counter uint64) {
-	f := c.first[pi][num]
+	f := c.at[pi][num]
 	switch {
 	case f > 0:
 		return f - 1, c.seqs[f-1].ports, 0, 0

@@ -164,6 +164,10 @@ const (
 	// ReasonKnockReplay: the last knock of a TOTP sequence that another
 	// source already completed in its step: a sniffed sequence, replayed.
 	ReasonKnockReplay
+	// ReasonClosedUntilRestart: a port that no door of the policy names,
+	// but that a policy in force since the engine started protected: a
+	// reload never opens a protected port (Engine.HeldClosed).
+	ReasonClosedUntilRestart
 	// ReasonClusterPeer: a packet from a cluster peer (Policy.ClusterPeers)
 	// to the cluster port, accepted whatever Unprotected says, so the gate
 	// never cuts its own fleet apart.
@@ -172,26 +176,27 @@ const (
 )
 
 var reasonNames = [numReasons]string{
-	ReasonUnprotected:     "unprotected",
-	ReasonGranted:         "granted",
-	ReasonNoGrant:         "no_grant",
-	ReasonKnock:           "knock",
-	ReasonKnockRetransmit: "knock_retransmit",
-	ReasonKnockWrong:      "knock_wrong",
-	ReasonOpened:          "opened",
-	ReasonClosed:          "closed",
-	ReasonNotAllowed:      "not_allowed",
-	ReasonMalformed:       "malformed",
-	ReasonSPAInvalid:      "spa_invalid",
-	ReasonSPAReplay:       "spa_replay",
-	ReasonSPARateLimited:  "spa_rate_limited",
-	ReasonSPAStale:        "spa_stale",
-	ReasonSPASource:       "spa_source",
-	ReasonSPAPorts:        "spa_ports",
-	ReasonSPACommand:      "spa_command",
-	ReasonPenalized:       "penalized",
-	ReasonKnockReplay:     "knock_replay",
-	ReasonClusterPeer:     "cluster_peer",
+	ReasonUnprotected:        "unprotected",
+	ReasonGranted:            "granted",
+	ReasonNoGrant:            "no_grant",
+	ReasonKnock:              "knock",
+	ReasonKnockRetransmit:    "knock_retransmit",
+	ReasonKnockWrong:         "knock_wrong",
+	ReasonOpened:             "opened",
+	ReasonClosed:             "closed",
+	ReasonNotAllowed:         "not_allowed",
+	ReasonMalformed:          "malformed",
+	ReasonSPAInvalid:         "spa_invalid",
+	ReasonSPAReplay:          "spa_replay",
+	ReasonSPARateLimited:     "spa_rate_limited",
+	ReasonSPAStale:           "spa_stale",
+	ReasonSPASource:          "spa_source",
+	ReasonSPAPorts:           "spa_ports",
+	ReasonSPACommand:         "spa_command",
+	ReasonPenalized:          "penalized",
+	ReasonKnockReplay:        "knock_replay",
+	ReasonClosedUntilRestart: "closed_until_restart",
+	ReasonClusterPeer:        "cluster_peer",
 }
 
 func (r Reason) String() string {

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Section 6: cluster propagation (issue 13), from cluster's
+// Section 7: cluster propagation (issue 13), from cluster's
 // BenchmarkPropagation: three memberlist nodes in one process on
 // 127.0.0.1, a grant published on one until the two others' engines hold
 // it, paced at 10 and 1,000 grants/s. The namespace version (knock on gw1
@@ -63,7 +63,7 @@ func (r *report) clusterTargets() []target {
 }
 
 func (r *report) clusterSection(sb *strings.Builder) {
-	fmt.Fprintf(sb, "\n## 6. Cluster propagation\n\n`%s`: three memberlist nodes in one process on 127.0.0.1, "+
+	fmt.Fprintf(sb, "\n## 7. Cluster propagation\n\n`%s`: three memberlist nodes in one process on 127.0.0.1, "+
 		"a grant published on one until the engines of the two others hold it (Publish to ApplyGrant), paced at the rate; "+
 		"each operation is one grant, each arrival one sample.\n\n", clusterBenchCmd)
 	switch {

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// BenchmarkPropagation's lines, as go test printed them, make section 6's
+// BenchmarkPropagation's lines, as go test printed them, make section 7's
 // table and its two targets.
 func TestClusterSection(t *testing.T) {
 	r := &report{}

@@ -76,7 +76,7 @@ orchestrate:
 	flag.StringVar(&o.knockgate, "knockgate", "bin/knockgate", "knockgate binary (built with make build unless -no-build)")
 	flag.StringVar(&o.genCPU, "gen-cpu", "0", "CPU list for the load generator and the connect probe")
 	flag.StringVar(&o.consCPU, "cons-cpu", "1", "CPU list for the consumer under test")
-	flag.StringVar(&o.skip, "skip", "", "comma-separated sections to skip: micro,throughput,sustainable,latency,drain,scaling,flood,knockopen,cluster")
+	flag.StringVar(&o.skip, "skip", "", "comma-separated sections to skip: micro,throughput,sustainable,latency,drain,scaling,flood,reloadmem,knockopen,cluster")
 	flag.IntVar(&o.drainFill, "drain-fill", 15000, "drain mode: packets queued per queue before the consumer resumes (the queue holds 16384)")
 	flag.DurationVar(&o.drainPoll, "drain-poll", time.Millisecond, "drain mode: interval between reads of nfnetlink_queue (at most 1ms; every 100µs near the end)")
 	flag.IntVar(&o.drainPollCPU, "drain-poll-cpu", 0, "drain mode: CPU the poller thread is pinned to; -1 leaves it unpinned")
@@ -207,9 +207,9 @@ func orchestrate(o options) int {
 		rep.micro, rep.microErr = microbench(ctx)
 		rep.bytesPerSource = bytesPerSource()
 	}
-	// 6. Cluster propagation (no root, no lab), while the machine is quiet.
+	// 7. Cluster propagation (no root, no lab), while the machine is quiet.
 	if !o.skipped("cluster") {
-		step("section 6: %s", clusterBenchCmd)
+		step("section 7: %s", clusterBenchCmd)
 		rep.cluster, rep.clusterErr = clusterBench(ctx)
 	}
 	if ctx.Err() != nil {
@@ -246,6 +246,10 @@ func orchestrate(o options) int {
 		return 0
 	}
 	measure(ctx, o, b, rep, step)
+	if !o.skipped("reloadmem") && ctx.Err() == nil {
+		step("section 6: RSS across %d reloads", reloadReloads)
+		rep.reloadMem, rep.reloadMemErr = reloadMemory(ctx, kg, nsGW, scratch)
+	}
 	teardown()
 	if ctx.Err() != nil {
 		return interrupted()

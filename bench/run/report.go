@@ -45,6 +45,9 @@ type report struct {
 	knockopen    string
 	knockopenErr error
 
+	reloadMem    *reloadMem
+	reloadMemErr error
+
 	cluster    []microResult // cluster.go
 	clusterErr error
 }
@@ -361,6 +364,16 @@ func (r *report) targets() []target {
 		ko = "skipped"
 	}
 	ts = append(ts, target{"knock-to-open ≥ 100 × faster than knockd", ko, "see §4"})
+	const whatRSS = "RSS after 50 reloads ≤ 1.5 × RSS after start (issue 12)"
+	switch m := r.reloadMem; {
+	case r.opts.skipped("reloadmem"):
+		ts = append(ts, target{whatRSS, "skipped", "n/a"})
+	case r.reloadMemErr != nil || m == nil:
+		ts = append(ts, target{whatRSS, "not measured: " + oneLine(r.reloadMemErr), "n/a"})
+	default:
+		ts = append(ts, target{whatRSS, fmt.Sprintf("%s (%.1f MiB after %d reloads vs %.1f MiB after start)", ratio(float64(m.afterKiB), float64(m.startKiB)),
+			float64(m.afterKiB)/1024, m.reloads, float64(m.startKiB)/1024), passIf(m.ratio() <= 1.5)})
+	}
 	return ts
 }
 
@@ -632,6 +645,18 @@ func (r *report) markdown() string {
 			ratio(r.scalingRate("knockgate (2 queues)"), r.scalingRate("knockgate")), ratio(r.scalingRate("refgo (2 queues)"), r.scalingRate("refgo")),
 			ratio(r.scalingRate("refc (2 queues)"), r.scalingRate("refc")))
 	}
+	if m := r.reloadMem; m != nil || r.reloadMemErr != nil {
+		sb.WriteString("\n## 6. Memory across reloads\n\n")
+		if r.reloadMemErr != nil {
+			fmt.Fprintf(&sb, "Failed, so this section has no figures: `%v`\n", r.reloadMemErr)
+		} else {
+			fmt.Fprintf(&sb, "The real binary with the default caps (max_sources %d, max_grants %d, max_replay %d), a knock door and an SPA door, "+
+				"bound to a queue nothing is steered to, sent %d SIGHUPs one after the other (each waits for its \"policy reloaded\" line). "+
+				"VmRSS 2.5 s after start (past two sweeps, which make every table resident): %.1f MiB; 2.5 s after the last reload: %.1f MiB (%s).\n",
+				verdict.DefaultMaxSources, verdict.DefaultMaxGrants, verdict.DefaultMaxReplay, m.reloads,
+				float64(m.startKiB)/1024, float64(m.afterKiB)/1024, ratio(float64(m.afterKiB), float64(m.startKiB)))
+		}
+	}
 	if len(r.flood) > 0 {
 		fmt.Fprintf(&sb, "\n### A flood of first knocks from 100,000 spoofed sources\n\nIPv6 SYNs to tcp/%d (the first knock of door ssh) from 100,000 distinct addresses of %s, cycled, flat out for %v, pinned as in section 2. knockgate runs with max_sources = 10000, so the table fills and evicts; refgo accepts the same packets.\n\n", knockPort, spoof6, o.window)
 		tputTable(&sb, r.flood, "refgo")
@@ -675,6 +700,9 @@ func (r *report) summary() string {
 	}
 	for _, x := range r.flood {
 		rows = append(rows, [2]string{"knock flood " + x.Name, kpps(x.med(rateOf)) + " verdicts/s"})
+	}
+	if m := r.reloadMem; m != nil {
+		rows = append(rows, [2]string{"RSS start / after reloads", fmt.Sprintf("%.1f / %.1f MiB", float64(m.startKiB)/1024, float64(m.afterKiB)/1024)})
 	}
 	for _, kv := range rows {
 		fmt.Fprintf(&sb, "  %-36s %s\n", kv[0], kv[1])

@@ -67,9 +67,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 // from a long system call (a verdict write for 64 packets runs their
 // reinjection, hundreds of µs) needs a free P, Go's scheduler slot, before
 // it reads again. With no more Ps than cores the runtime may have handed
-// the reader's P elsewhere, and packets wait while a core idles: two queues
-// on two cores drained 1.55x one queue at GOMAXPROCS=2 and 1.72x at 4, back
-// to back (make bench, drain mode). A P for every reader and two for the
+// the reader's P elsewhere, and packets wait while a core idles (measured
+// in BENCHMARKS.md, "Two queues"). A P for every reader and two for the
 // rest of the daemon keep one free for each reader; never fewer than the
 // runtime's own choice.
 func procsFor(queues, current int) int {
