@@ -3,8 +3,8 @@ package daemon
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"net/netip"
-	"os"
 	"slices"
 	"time"
 
@@ -122,12 +122,28 @@ func (d *Daemon) seedUpdate(self, stateFile string, now time.Time) cluster.Updat
 	return u
 }
 
-// policyHash identifies the policy file's content for peers, which warn
-// when theirs differs.
+// policyHash identifies what gateways of a cluster must agree on, for
+// peers, which warn when theirs differs: the doors (keys included: a
+// packet one gateway opens for must open on every one) and what decides
+// their packets. It leaves out what each gateway sets for itself, its
+// cluster block (node, listen, peers), its files and sockets, and its
+// table caps, which follow its memory: a hash of the whole file made
+// every peer of every cluster "differ".
 func (d *Daemon) policyHash() cluster.PolicyHash {
-	b, err := os.ReadFile(d.path)
+	return hashShared(d.eng.Policy())
+}
+
+func hashShared(p verdict.Policy) cluster.PolicyHash {
+	b, err := json.Marshal(struct {
+		Doors       []verdict.Door
+		Unprotected verdict.Verdict
+		Penalty     verdict.Penalty
+	}{p.Doors, p.Unprotected, verdict.Penalty{Failures: p.Penalty.Failures, Within: p.Penalty.Within, Ban: p.Penalty.Ban}})
 	if err != nil {
-		d.log.Warn("cannot read the policy to tell peers its hash", "err", err)
+		// A policy the engine runs always encodes; should it not, no
+		// peer can agree with this one, which is what an operator
+		// should then hear.
+		return cluster.PolicyHash{}
 	}
 	return cluster.HashPolicy(b)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/knockgate/knockgate/cluster"
@@ -184,5 +185,33 @@ cluster {
 	}
 	if d := l.qs[0].feed(t, knock(peer, 7947)); d.Verdict != verdict.Drop {
 		t.Fatalf("the new peer to the port of the next restart: %+v", d)
+	}
+}
+
+// Gateways of one cluster differ in their cluster blocks, files and caps,
+// never in their doors: only the doors and what decides their packets go
+// into the hash peers compare, so identical doors never read as "another
+// policy" (a hash of the whole file made every peer differ), and a door
+// that differs always does.
+func TestPolicyHashCoversWhatPeersShare(t *testing.T) {
+	hash := func(gateExtra, doors string) cluster.PolicyHash {
+		t.Helper()
+		dir := t.TempDir()
+		src := settings(dir, gateExtra) + doors
+		pol, err := rules.Parse([]byte(src), filepath.Join(dir, "policy.hcl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hashShared(pol.Policy)
+	}
+	base := hash("", twoDoors)
+	if h := hash("  queue = 3\n", twoDoors); h != base {
+		t.Errorf("another gateway's queue and files change the hash")
+	}
+	if h := hash("", sshDoor); h == base {
+		t.Errorf("a missing door does not change the hash")
+	}
+	if h := hash("", strings.Replace(twoDoors, `open_for = "1h"`, `open_for = "2h"`, 1)); h == base {
+		t.Errorf("a door's open_for does not change the hash")
 	}
 }

@@ -359,6 +359,11 @@ func TestClusterKnockOpensEverywhere(t *testing.T) {
 		if st := g.status(); st.origin("ssh", fleetC1) != "gw1" || st.hasGrant("ssh", fleetC2) {
 			t.Fatalf("%s: status does not show exactly c1's grant, made on gw1: %+v", g.name, st.Doors)
 		}
+		// Same doors, each its own cluster block: no peer has "another
+		// policy".
+		if g.hasLog("another policy") {
+			t.Errorf("%s warns of a peer with another policy, though every gateway has the same doors", g.name)
+		}
 	}
 }
 
