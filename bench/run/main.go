@@ -209,7 +209,7 @@ func orchestrate(o options) int {
 	}
 	// 7. Cluster propagation (no root, no lab), while the machine is quiet.
 	if !o.skipped("cluster") {
-		step("section 7: %s", clusterBenchCmd)
+		step("section 7: %s; %s", clusterBenchCmd, clusterConvergeCmd)
 		rep.cluster, rep.clusterErr = clusterBench(ctx)
 	}
 	if ctx.Err() != nil {
