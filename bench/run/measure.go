@@ -281,13 +281,14 @@ func (b *bench) startPeer(ctx context.Context, r *running) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
 	cmd.Stderr = f
 	out, err := cmd.StdoutPipe()
 	if err != nil {
+		f.Close()
 		return err
 	}
 	if err := cmd.Start(); err != nil {
+		f.Close()
 		return err
 	}
 	b.lab.track(cmd)
@@ -307,6 +308,8 @@ func (b *bench) startPeer(ctx context.Context, r *running) error {
 			joined <- false
 		}
 		cmd.Wait()
+		// Its last line, what it sent, comes at SIGTERM.
+		f.Close()
 		close(r.peerDone)
 	}()
 	select {
