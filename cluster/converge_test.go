@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-	"github.com/knockgate/knockgate/verdict"
 )
 
 // BenchmarkConverge measures how a gateway cut off from its two peers for
@@ -42,50 +40,18 @@ const (
 
 func benchConverge(b *testing.B, cut time.Duration, grants int) {
 	b.StopTimer()
-	pol := verdict.Policy{Doors: []verdict.Door{{Name: "ssh", Sequence: []verdict.Port{{Proto: verdict.UDP, Num: 7000}},
-		SequenceTimeout: time.Second, Open: []verdict.Port{{Proto: verdict.TCP, Num: 22}}, OpenFor: time.Hour}},
-		MaxGrants: 1 << 20}
-	limits := Limits{Door: func(string) (time.Duration, bool) { return time.Hour, true }}
-	key := NewKey()
-	var got atomic.Int64 // grants gw3's engine received
-	var nodes []*Node
-	var first netip.AddrPort
+	var got atomic.Int64 // grants gw3's engine took
 	part := &partition{}
-	for i := range 3 {
-		name := fmt.Sprintf("gw%d", i+1)
-		eng, err := verdict.NewEngine(pol, time.Now())
-		if err != nil {
-			b.Fatal(err)
-		}
-		cfg := Config{Name: name, Limits: limits, Apply: func(ch Changes) {
-			now := time.Now()
-			for _, g := range ch.Grants {
-				if err := eng.ApplyGrant(g.Door, g.Source, g.Ports, g.Opened, g.Until, now); err != nil {
-					b.Error(err)
-				}
-			}
-			if i == 2 {
-				got.Add(int64(len(ch.Grants)))
-			}
-		}}
-		mc := MemberlistConfig{Name: name, Bind: netip.MustParseAddrPort("127.0.0.1:0"), Key: key,
-			PushPull: convergePushPull, RetryJoin: convergeRetryJoin}
-		if i > 0 {
-			mc.Peers = []string{first.String()}
-		}
+	nodes := benchNodes(b, 3, func(i int, mc *MemberlistConfig) {
+		mc.PushPull, mc.RetryJoin = convergePushPull, convergeRetryJoin
 		if i == 2 {
 			mc.wrap = part.wrap
 		}
-		n, err := NewNode(cfg, Memberlist(mc))
-		if err != nil {
-			b.Fatal(err)
+	}, func(i int, _ Grant) {
+		if i == 2 {
+			got.Add(1)
 		}
-		defer n.Close()
-		if i == 0 {
-			first = n.Members()[0].Addr
-		}
-		nodes = append(nodes, n)
-	}
+	})
 	meet := func(want int, what string) {
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 			if nodes[0].Stats().Members == want && nodes[1].Stats().Members == want {
