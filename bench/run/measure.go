@@ -330,22 +330,10 @@ func (b *bench) startPeer(ctx context.Context, r *running) error {
 // SIGTERM.
 func (b *bench) stop(r *running) {
 	if r.peer != nil {
-		r.peer.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-r.peerDone:
-		case <-time.After(3 * time.Second):
-			syscall.Kill(-r.peer.Process.Pid, syscall.SIGKILL)
-			<-r.peerDone
-		}
+		terminate(r.peer, r.peerDone)
 	}
-	r.cmd.Process.Signal(syscall.SIGTERM)
 	r.cmd.Process.Signal(syscall.SIGCONT)
-	select {
-	case <-r.done:
-	case <-time.After(3 * time.Second):
-		syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
-		<-r.done
-	}
+	terminate(r.cmd, r.done)
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		m, _ := readQueues(b.lab.gwPID())
@@ -359,6 +347,18 @@ func (b *bench) stop(r *running) {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// terminate sends cmd a SIGTERM and waits until done is closed (cmd has
+// exited), killing cmd's process group if it has not within 3 s.
+func terminate(cmd *exec.Cmd, done <-chan struct{}) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
 	}
 }
 
