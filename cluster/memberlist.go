@@ -43,6 +43,10 @@ type MemberlistConfig struct {
 	// Logger receives memberlist's log lines at their levels; nil
 	// discards them.
 	Logger *slog.Logger
+
+	// wrap, when set, stands between memberlist and its UDP/TCP
+	// transport: converge_test.go cuts a node off the network with it.
+	wrap func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
 }
 
 // Label keeps knockgate's packets apart from other memberlist users
@@ -101,6 +105,20 @@ func newMemberlist(cfg MemberlistConfig, h Handler) (*mlTransport, error) {
 	c.Delegate = mlDelegate{t}
 	c.Events = mlEvents{t}
 	c.Logger = log.New(slogWriter{logger}, "", 0)
+	if cfg.wrap != nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{c.BindAddr}, BindPort: c.BindPort, Logger: c.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("failed to start cluster transport on %v: %w", cfg.Bind, err)
+		}
+		if c.BindPort == 0 {
+			c.BindPort = nt.GetAutoBindPort()
+			if !cfg.Advertise.IsValid() {
+				c.AdvertisePort = c.BindPort
+			}
+		}
+		c.Transport = cfg.wrap(nt)
+	}
 	// Updates that fit one encrypted datagram go by UDP; memberlist adds a
 	// type byte, the label, and AES-GCM's version, nonce and tag.
 	t.udpMax = c.UDPBufferSize - 64 - len(memberlistLabel)

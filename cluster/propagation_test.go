@@ -25,21 +25,19 @@ func BenchmarkPropagation(b *testing.B) {
 	}
 }
 
-func benchPropagation(b *testing.B, rate int) {
+// benchNodes starts n nodes, gw1 to gwn, on 127.0.0.1 with one key, the
+// others joining gw1, each with an engine that ApplyGrant feeds; applied,
+// when set, is called for each grant node i's engine took. tune adjusts
+// node i's MemberlistConfig. The nodes close when the benchmark ends.
+func benchNodes(b *testing.B, n int, tune func(i int, mc *MemberlistConfig), applied func(i int, g Grant)) []*Node {
 	pol := verdict.Policy{Doors: []verdict.Door{{Name: "ssh", Sequence: []verdict.Port{{Proto: verdict.UDP, Num: 7000}},
 		SequenceTimeout: time.Second, Open: []verdict.Port{{Proto: verdict.TCP, Num: 22}}, OpenFor: time.Hour}},
 		MaxGrants: 1 << 20}
 	key := NewKey()
-	var (
-		mu      sync.Mutex
-		sentAt  = map[netip.Addr]time.Time{}
-		took    []time.Duration
-		arrived atomic.Int64
-	)
 	limits := Limits{Door: func(string) (time.Duration, bool) { return time.Hour, true }}
 	var nodes []*Node
 	var first netip.AddrPort
-	for i := range 3 {
+	for i := range n {
 		name := fmt.Sprintf("gw%d", i+1)
 		eng, err := verdict.NewEngine(pol, time.Now())
 		if err != nil {
@@ -51,27 +49,45 @@ func benchPropagation(b *testing.B, rate int) {
 				if err := eng.ApplyGrant(g.Door, g.Source, g.Ports, g.Opened, g.Until, now); err != nil {
 					b.Error(err)
 				}
-				usable := time.Now()
-				mu.Lock()
-				took = append(took, usable.Sub(sentAt[g.Source]))
-				mu.Unlock()
-				arrived.Add(1)
+				if applied != nil {
+					applied(i, g)
+				}
 			}
 		}}
 		mc := MemberlistConfig{Name: name, Bind: netip.MustParseAddrPort("127.0.0.1:0"), Key: key, RetryJoin: 100 * time.Millisecond}
 		if i > 0 {
 			mc.Peers = []string{first.String()}
 		}
-		n, err := NewNode(cfg, Memberlist(mc))
+		if tune != nil {
+			tune(i, &mc)
+		}
+		node, err := NewNode(cfg, Memberlist(mc))
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer n.Close()
+		b.Cleanup(func() { node.Close() })
 		if i == 0 {
-			first = n.Members()[0].Addr
+			first = node.Members()[0].Addr
 		}
-		nodes = append(nodes, n)
+		nodes = append(nodes, node)
 	}
+	return nodes
+}
+
+func benchPropagation(b *testing.B, rate int) {
+	var (
+		mu      sync.Mutex
+		sentAt  = map[netip.Addr]time.Time{}
+		took    []time.Duration
+		arrived atomic.Int64
+	)
+	nodes := benchNodes(b, 3, nil, func(_ int, g Grant) {
+		usable := time.Now()
+		mu.Lock()
+		took = append(took, usable.Sub(sentAt[g.Source]))
+		mu.Unlock()
+		arrived.Add(1)
+	})
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if nodes[0].Stats().Members == 3 && nodes[1].Stats().Members == 3 && nodes[2].Stats().Members == 3 {
 			break

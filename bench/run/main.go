@@ -176,7 +176,8 @@ func orchestrate(o options) int {
 		}
 	}
 	b := &bench{dir: scratch, kg: kg, genCPU: o.genCPU, consCPU: o.consCPU,
-		loadgen: filepath.Join(buildDir, "loadgen"), refgo: filepath.Join(buildDir, "refgo")}
+		loadgen: filepath.Join(buildDir, "loadgen"), refgo: filepath.Join(buildDir, "refgo"),
+		peer: filepath.Join(buildDir, "clusterpeer")}
 	if o.drainPerf != "" {
 		b.perfDir, _ = filepath.Abs(o.drainPerf)
 		if err := os.MkdirAll(b.perfDir, 0o755); err != nil {
@@ -184,7 +185,7 @@ func orchestrate(o options) int {
 			return 1
 		}
 	}
-	for _, p := range []struct{ out, pkg string }{{b.loadgen, "./bench/loadgen"}, {b.refgo, "./bench/refgo"}} {
+	for _, p := range []struct{ out, pkg string }{{b.loadgen, "./bench/loadgen"}, {b.refgo, "./bench/refgo"}, {b.peer, "./bench/clusterpeer"}} {
 		step("go build %s", p.pkg)
 		if out, err := exec.CommandContext(ctx, "go", "build", "-o", p.out, p.pkg).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", p.pkg, err, out)
@@ -209,7 +210,7 @@ func orchestrate(o options) int {
 	}
 	// 7. Cluster propagation (no root, no lab), while the machine is quiet.
 	if !o.skipped("cluster") {
-		step("section 7: %s", clusterBenchCmd)
+		step("section 7: %s; %s", clusterBenchCmd, clusterConvergeCmd)
 		rep.cluster, rep.clusterErr = clusterBench(ctx)
 	}
 	if ctx.Err() != nil {

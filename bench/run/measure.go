@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/knockgate/knockgate/cluster"
 	"github.com/knockgate/knockgate/internal/netns"
 	"github.com/knockgate/knockgate/internal/nfqstat"
 )
@@ -26,12 +28,18 @@ type consumer struct {
 	Kind       string // refgo, refc, knockgate
 	Queues     int    // 1 or 2
 	MaxSources int    // knockgate's gate { max_sources }; 0 for the default
+	// Cluster adds a cluster block whose peer is bench/clusterpeer,
+	// publishing 1,000 grants/s while the trial runs (issue 13).
+	Cluster bool
 }
 
 func (c consumer) String() string {
 	s := c.Kind
 	if c.Queues > 1 {
 		s += fmt.Sprintf(" (%d queues)", c.Queues)
+	}
+	if c.Cluster {
+		s += " (cluster)"
 	}
 	return s
 }
@@ -40,6 +48,15 @@ var (
 	refgo1 = consumer{Kind: "refgo", Queues: 1}
 	refc1  = consumer{Kind: "refc", Queues: 1}
 	kg1    = consumer{Kind: "knockgate", Queues: 1}
+	kg1c   = consumer{Kind: "knockgate", Queues: 1, Cluster: true}
+)
+
+// The cluster variant's addresses, on the gateway's loopback: knockgate
+// listens on one, bench/clusterpeer on the other.
+const (
+	clusterListen = "127.0.0.1:7946"
+	clusterPeer   = "127.0.0.1:7947"
+	peerRate      = 1000 // grants/s
 )
 
 // bench holds the paths and the lab of one run.
@@ -49,6 +66,7 @@ type bench struct {
 	loadgen  string
 	refgo    string
 	refc     string // "" when it could not be built
+	peer     string // bench/clusterpeer
 	kg       string
 	genCPU   string
 	consCPU  string
@@ -113,12 +131,34 @@ door "nas" {
   }
   open = ["tcp/22", "tcp/443"]
 }
-`, extra, maxSrc, filepath.Join(b.dir, "kg.sock"))
+`, extra, maxSrc, filepath.Join(b.dir, "kg.sock")) + b.clusterBlock(c)
 }
+
+// clusterBlock is the policy's cluster block for c, if any.
+func (b *bench) clusterBlock(c consumer) string {
+	if !c.Cluster {
+		return ""
+	}
+	return fmt.Sprintf(`
+cluster {
+  node        = "bench-gw"
+  listen      = %q
+  peers       = [%q]
+  secret_file = %q
+}
+`, clusterListen, clusterPeer, b.clusterKey())
+}
+
+func (b *bench) clusterKey() string { return filepath.Join(b.dir, "cluster.key") }
 
 // writePolicy writes c's policy and returns its path.
 func (b *bench) writePolicy(c consumer) (string, error) {
-	p := filepath.Join(b.dir, fmt.Sprintf("policy-q%d-s%d.hcl", c.Queues, c.MaxSources))
+	p := filepath.Join(b.dir, fmt.Sprintf("policy-q%d-s%d-c%t.hcl", c.Queues, c.MaxSources, c.Cluster))
+	if c.Cluster {
+		if err := os.WriteFile(b.clusterKey(), cluster.FormatKey(cluster.NewKey()), 0o600); err != nil {
+			return "", err
+		}
+	}
 	return p, os.WriteFile(p, []byte(b.policy(c)), 0o600)
 }
 
@@ -154,6 +194,9 @@ type running struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  string
+	// peer is bench/clusterpeer, for a Cluster consumer.
+	peer     *exec.Cmd
+	peerDone chan struct{}
 }
 
 // start runs c in the gateway pinned to cpus and waits until its queues are
@@ -220,21 +263,79 @@ func (b *bench) start(ctx context.Context, c consumer, cpus string) (*running, e
 	}
 	// The queue length is set right after the copy range.
 	time.Sleep(150 * time.Millisecond)
+	if c.Cluster {
+		if err := b.startPeer(ctx, r); err != nil {
+			b.stop(r)
+			return nil, err
+		}
+	}
 	return r, nil
+}
+
+// startPeer runs bench/clusterpeer beside r, on the generator's CPU (a
+// peer is another machine; it must not take the consumer's), and waits
+// until it has joined and publishes. It publishes for at most a minute
+// and 60,000 grants; stop ends it sooner.
+func (b *bench) startPeer(ctx context.Context, r *running) error {
+	cmd := procCmd(ctx, nsGW, b.genCPU, b.peer, "-bind", clusterPeer, "-peer", clusterListen, "-key", b.clusterKey(),
+		"-door", "ssh", "-open-for", "10s", "-rate", strconv.Itoa(peerRate), "-for", "60s", "-count", "60000")
+	f, err := os.Create(r.log + ".peer")
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = f
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return err
+	}
+	b.lab.track(cmd)
+	r.peer, r.peerDone = cmd, make(chan struct{})
+	joined := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		first := true
+		for sc.Scan() {
+			if first {
+				joined <- sc.Text() == "publishing"
+				first = false
+			}
+			fmt.Fprintln(f, sc.Text())
+		}
+		if first {
+			joined <- false
+		}
+		cmd.Wait()
+		// Its last line, what it sent, comes at SIGTERM.
+		f.Close()
+		close(r.peerDone)
+	}()
+	select {
+	case ok := <-joined:
+		if !ok {
+			<-r.peerDone
+			log, _ := os.ReadFile(r.log + ".peer")
+			return fmt.Errorf("clusterpeer did not join: %s", strings.TrimSpace(string(log)))
+		}
+		return nil
+	case <-time.After(15 * time.Second):
+		return errors.New("clusterpeer did not join within 15s")
+	}
 }
 
 // stop ends a consumer (SIGTERM, then SIGKILL) and waits for its queues to
 // be gone. A consumer left stopped (drain mode) is resumed to take the
 // SIGTERM.
 func (b *bench) stop(r *running) {
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	r.cmd.Process.Signal(syscall.SIGCONT)
-	select {
-	case <-r.done:
-	case <-time.After(3 * time.Second):
-		syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
-		<-r.done
+	if r.peer != nil {
+		terminate(r.peer, r.peerDone)
 	}
+	r.cmd.Process.Signal(syscall.SIGCONT)
+	terminate(r.cmd, r.done)
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		m, _ := readQueues(b.lab.gwPID())
@@ -248,6 +349,18 @@ func (b *bench) stop(r *running) {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// terminate sends cmd a SIGTERM and waits until done is closed (cmd has
+// exited), killing cmd's process group if it has not within 3 s.
+func terminate(cmd *exec.Cmd, done <-chan struct{}) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
 	}
 }
 

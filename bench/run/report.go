@@ -313,6 +313,13 @@ func (r *report) targets() []target {
 	}
 	thr("throughput ≥ 0.9 × refgo (go-nfqueue)", "refgo", 0.9)
 	thr("throughput ≥ 0.8 × refc (libnetfilter_queue, issue 7)", "refc", 0.8)
+	if kc := medianOf(r.tput, kg1c.String(), rateOf); kc > 0 && kg > 0 {
+		ts = append(ts, target{fmt.Sprintf("throughput with the cluster on ≥ 0.95 × off, while %d grants/s replicate (issue 13)", peerRate),
+			fmt.Sprintf("%s (%s vs %s verdicts/s; CPU per packet %.2f vs %.2f µs)", ratio(kc, kg), kpps(kc), kpps(kg),
+				medianOf(r.tput, kg1c.String(), cpuOf), medianOf(r.tput, "knockgate", cpuOf)), passIf(kc/kg >= 0.95)})
+	} else if named(r.tput, kg1c.String()) != nil {
+		ts = append(ts, target{"throughput with the cluster on ≥ 0.95 × off (issue 13)", "not measured", "n/a"})
+	}
 	lat := func(what, ref string) {
 		a, ok1 := r.added("knockgate", p99Of)
 		b, ok2 := r.added(ref, p99Of)

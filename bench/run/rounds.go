@@ -132,17 +132,27 @@ func measure(ctx context.Context, o options, b *bench, rep *report, step func(st
 			rows = append(rows, &row{Name: c.Kind, Note: "accepts: SYNs to an unprotected port"})
 		}
 		drop := &row{Name: "knockgate-drop", Note: "drops: SYNs to a protected port, no grant"}
+		clustered := &row{Name: kg1c.String(), Note: fmt.Sprintf("accepts, as knockgate, while a cluster peer (bench/clusterpeer) publishes %d grants/s to it", peerRate)}
 		for round := 1; round <= o.rounds && ctx.Err() == nil; round++ {
 			for i, c := range consumers {
 				step("section 2: round %d/%d, %s, flat out to tcp/%d", round, o.rounds, c, openPort)
 				t, err := b.throughput(ctx, c, steerQueue0, pinned(openPort), nil)
 				rows[i].Trials = append(rows[i].Trials, trial{T: t, Err: err})
 			}
+			if !o.skipped("cluster") {
+				step("section 2: round %d/%d, %s, flat out to tcp/%d", round, o.rounds, kg1c, openPort)
+				t, err := b.throughput(ctx, kg1c, steerQueue0, pinned(openPort), nil)
+				clustered.Trials = append(clustered.Trials, trial{T: t, Err: err})
+			}
 			step("section 2: round %d/%d, knockgate, flat out to protected tcp/%d", round, o.rounds, protectedPort)
 			t, err := b.throughput(ctx, kg1, steerQueue0, pinned(protectedPort), nil)
 			drop.Trials = append(drop.Trials, trial{T: t, Err: err})
 		}
-		rep.tput = append(rows, drop)
+		rows = append(rows, drop)
+		if !o.skipped("cluster") {
+			rows = append(rows, clustered)
+		}
+		rep.tput = rows
 	}
 
 	// 2b. Sustainable rate: bisection per consumer, the consumers
