@@ -58,10 +58,14 @@ unit:
 # Runs every Fuzz function of the module, one after the other (go test can
 # fuzz only one target per run). With a second argument, each target's
 # output goes to a log in $(TESTLOGS) and one line per target is printed
-# (the log in full when the target fails).
+# (the log in full when the target fails). Go 1.26's fuzz coordinator can
+# fail a target with a bare "context deadline exceeded" at the end of
+# -fuzztime when a loaded machine delays its workers (golang/go#75804,
+# fixed in Go 1.27): that ending, with no failing input written, is a
+# finished run, not a finding.
 define run_fuzz
 	@set -e; mkdir -p $(TESTLOGS); for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
-	  pkg=./$$(dirname $$f); \
+	  pkg=$$(dirname $$f); \
 	  for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
 	    if [ -z "$(2)" ]; then \
 	      echo "fuzz $$pkg $$t for $(1)"; \
@@ -70,6 +74,9 @@ define run_fuzz
 	      log=$(TESTLOGS)/fuzz-$$t.log; \
 	      if $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(1) -fuzzminimizetime=$(FUZZMINTIME) $$pkg >$$log 2>&1; then \
 	        printf 'ok    fuzz %-28s %-22s %s\n' $${pkg#./} $$t "$$(grep -o 'execs: [0-9]*' $$log | tail -1)"; \
+	      elif grep -qx '    context deadline exceeded' $$log && ! grep -q 'Failing input written to' $$log; then \
+	        printf 'ok    fuzz %-28s %-22s %s (ended by go1.26 fuzz coordinator deadline race, golang/go#75804; no failing input)\n' \
+	          $${pkg#./} $$t "$$(grep -o 'execs: [0-9]*' $$log | tail -1)"; \
 	      else \
 	        cat $$log; echo "FAIL  fuzz $$pkg $$t (log: $$log)"; exit 1; \
 	      fi; \
