@@ -243,8 +243,10 @@ func samePublished(p, g cluster.Grant) bool {
 // node's lock held, so it only hands the changes to the engine.
 func (d *Daemon) applyRemote(ch cluster.Changes) {
 	now := time.Now()
+	revoked := false
 	for _, r := range ch.Revokes {
 		if dropped, _ := d.eng.RevokeAt(r.Door, r.Source, r.At, now); dropped {
+			revoked = true
 			d.m.GrantRevoked(r.Door)
 			d.log.Info("grant revoked", "door", r.Door, "source", r.Source.String(), "by", "cluster")
 		}
@@ -266,7 +268,11 @@ func (d *Daemon) applyRemote(ch cluster.Changes) {
 			d.log.Info("source penalized by a peer", "source", b.Source.String(), "until", b.Until.Format(time.RFC3339))
 		}
 	}
-	d.markDirty()
+	if revoked {
+		d.markUrgent()
+	} else {
+		d.markDirty()
+	}
 }
 
 // applyGrant hands a merged grant to the engine. A merged grant joins the

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -53,9 +54,13 @@ type Daemon struct {
 	gen      atomic.Pointer[generation]
 	reloadMu sync.Mutex
 
-	// dirty wakes the state writer; it holds at most one wake-up, so a
-	// burst of grants costs one write.
-	dirty chan struct{}
+	// dirty and urgent wake the state writer; each holds at most one
+	// wake-up, so a burst of changes costs one write. dirty is for changes
+	// that add access (a grant opened, a peer's grant): their saves are
+	// coalesced, at most one per saveGap. urgent is for changes that take
+	// access away or must not be replayed (a revoke, a grant used up or a
+	// connection fewer, an SPA grant): saved at once.
+	dirty, urgent chan struct{}
 
 	// fleet is the cluster node, while one runs (cluster.go).
 	fleet atomic.Pointer[fleet]
@@ -70,6 +75,8 @@ type Daemon struct {
 	// (metricsRetryFirst when 0).
 	metricsErr   atomic.Pointer[string]
 	metricsRetry time.Duration
+	// saveGap, when set, replaces the const saveGap (tests).
+	saveGap time.Duration
 	// knockLog limits the lines saying why a knock failed (knocklog.go).
 	knockLog *knockLimiter
 }
@@ -93,7 +100,7 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("failed to compile policy %s: %w", cfg.Path, err)
 	}
 	d := &Daemon{log: cfg.Logger, eng: eng, open: cfg.OpenQueue, version: cfg.Version, path: cfg.Path,
-		dirty: make(chan struct{}, 1), knockLog: &knockLimiter{}}
+		dirty: make(chan struct{}, 1), urgent: make(chan struct{}, 1), knockLog: &knockLimiter{}}
 	d.gen.Store(&generation{pol: pol})
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
@@ -270,6 +277,15 @@ func (d *Daemon) markDirty() {
 	}
 }
 
+// markUrgent asks for a save at once, past saveGap: a crash right after
+// must not bring back what this change took away.
+func (d *Daemon) markUrgent() {
+	select {
+	case d.urgent <- struct{}{}:
+	default:
+	}
+}
+
 func (d *Daemon) sweep(now time.Time) {
 	n := 0
 	d.eng.Sweep(now, func(g verdict.Grant) {
@@ -297,6 +313,13 @@ func (d *Daemon) sweepLoop(ctx context.Context) {
 	}
 }
 
+// saveGap is the least time between two saves for changes that only add
+// access. Losing such a change to a crash means a knock again; writing the
+// whole file for each of 1,000 replicated grants a second took a fifth of
+// the daemon's CPU (BENCHMARKS.md, "Verdict throughput with the cluster
+// on").
+const saveGap = 250 * time.Millisecond
+
 // persistLoop writes the state file after every change of grants, from
 // the moment the queues are ready (before, nothing was decided). It runs
 // apart from the verdict path, which only marks the state dirty, so a slow
@@ -307,12 +330,31 @@ func (d *Daemon) persistLoop(ctx context.Context, ready <-chan struct{}) {
 		return
 	case <-ready:
 	}
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-d.urgent:
 		case <-d.dirty:
-			d.save()
+			if wait := cmp.Or(d.saveGap, saveGap) - time.Since(last); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-d.urgent:
+				case <-t.C:
+				}
+				t.Stop()
+			}
 		}
+		// One save covers every change before it, urgent or not.
+		select {
+		case <-d.dirty:
+		default:
+		}
+		d.save()
+		last = time.Now()
 	}
 }

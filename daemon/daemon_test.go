@@ -102,6 +102,9 @@ type lab struct {
 	// metricsRetry, when set, is the daemon's first wait before it
 	// retries a metrics listener.
 	metricsRetry time.Duration
+	// saveGap, when set, is the daemon's least time between two saves
+	// that only add access.
+	saveGap time.Duration
 }
 
 // syncBuffer is a log sink that the daemon's goroutines and the test may
@@ -209,6 +212,7 @@ func (l *lab) start() {
 		t.Fatal(err)
 	}
 	l.d.metricsRetry = l.metricsRetry
+	l.d.saveGap = l.saveGap
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel, l.done = cancel, make(chan error, 1)
 	go func() { l.done <- l.d.Run(ctx) }()

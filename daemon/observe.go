@@ -21,11 +21,11 @@ func (d *Daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Durat
 	d.m.Observe(dec, took)
 	if dec.GrantEnded {
 		d.log.Info("grant used up", "door", dec.DoorName, "source", p.Src.String(), "by", "max_connections")
-		d.markDirty()
+		d.markUrgent()
 	} else if dec.Reason == verdict.ReasonGranted && d.limitsConnections(dec.DoorName) {
 		// The grant has a connection fewer left, which the state file
 		// must keep: a kill -9 would otherwise give it back.
-		d.markDirty()
+		d.markUrgent()
 	}
 	if dec.Banned {
 		d.log.Warn("source penalized: its knocks and SPA packets are ignored for a while", "source", p.Src.String(),
@@ -45,18 +45,24 @@ func (d *Daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Durat
 			return // a reload removed the door in between
 		}
 		d.logOpened(p, door)
-		d.markDirty()
+		if door.GrantedBySPA(p) {
+			// Its packet is in the replay cache, which must be on disk
+			// before a crash could let the packet open again.
+			d.markUrgent()
+		} else {
+			d.markDirty()
+		}
 		return
 	case verdict.ReasonClosed:
 		d.log.Info("grant revoked", "door", dec.DoorName, "source", p.Src.String(), "by", "close_sequence")
-		d.markDirty()
+		d.markUrgent()
 		return
 	case verdict.ReasonSPAStale, verdict.ReasonSPASource, verdict.ReasonSPAPorts, verdict.ReasonSPACommand:
 		// An authenticated packet that was refused: it is in the replay
 		// cache now, which the state file must keep; and an operator
 		// wants to know that a key holder was turned away.
 		d.log.Warn("SPA packet refused", "door", dec.DoorName, "source", p.Src.String(), "reason", dec.Reason.String())
-		d.markDirty()
+		d.markUrgent()
 		return
 	}
 	d.logFailure(p, dec)

@@ -81,6 +81,6 @@ func (d *Daemon) Reload(by string) (*ReloadOutcome, error) {
 	d.m.Reloaded(true, now)
 	d.clusterReloaded()
 	d.log.Info("policy reloaded", "by", by, "policy", d.path, "doors", len(pol.Doors), "grants_ended", len(ended))
-	d.markDirty()
+	d.markUrgent() // grants of removed doors ended, connection counts may have shrunk
 	return out, nil
 }

@@ -18,7 +18,7 @@ func (d *Daemon) Revoke(door string, src netip.Addr) (bool, error) {
 	if live {
 		d.m.GrantRevoked(door)
 		d.log.Info("grant revoked", "door", door, "source", src.String(), "by", "operator")
-		d.markDirty()
+		d.markUrgent()
 	}
 	return live, nil
 }

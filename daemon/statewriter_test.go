@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -322,5 +323,32 @@ func TestStateNeverTouchesPolicyFiles(t *testing.T) {
 		if after, err := os.ReadFile(l.policy); err != nil || string(after) != string(before) {
 			t.Fatalf("the policy was overwritten at stop (%v):\n%s", err, after)
 		}
+	})
+}
+
+// A change that only adds access waits for the save gap, so a burst of
+// grants costs one write; one that takes access away is saved at once,
+// with every change before it. With an hour's gap: the first grant is
+// saved, fifty more wait, and a revoke is on disk without waiting.
+func TestSavesCoalesceButRevokesDoNot(t *testing.T) {
+	l := newLab(t)
+	l.saveGap = time.Hour
+	l.writePolicy("", sshDoor)
+	l.start()
+	l.open("198.51.100.1", 7000)
+	eventually(t, "the first grant saved", func() bool { return same(l.savedGrants(), []string{"ssh 198.51.100.1"}) })
+	for i := 2; i <= 51; i++ {
+		l.open(fmt.Sprintf("198.51.100.%d", i), 7000)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := l.savedGrants(); len(got) != 1 {
+		t.Fatalf("grants saved within the gap: %d, want the first one only", len(got))
+	}
+	if live, err := l.d.Revoke("ssh", netip.MustParseAddr("198.51.100.1")); err != nil || !live {
+		t.Fatalf("revoke: %v %v", live, err)
+	}
+	eventually(t, "the revoke saved at once, with the grants before it", func() bool {
+		got := l.savedGrants()
+		return len(got) == 50 && !slices.Contains(got, "ssh 198.51.100.1")
 	})
 }
