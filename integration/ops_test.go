@@ -82,6 +82,15 @@ func TestRestartKeepsGrants(t *testing.T) {
 	}
 	opened := time.Now()
 	l.wantConnect("c1", v4.gwForC1, 22)
+	// A grant reaches the disk within the daemon's save gap (250 ms; a
+	// revoke at once): the crash comes once both are there.
+	deadline := time.Now().Add(2 * time.Second)
+	for b, _ := os.ReadFile(l.stateFile()); !strings.Contains(string(b), v4.c1.String()) || !strings.Contains(string(b), v6.c1.String()); b, _ = os.ReadFile(l.stateFile()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the grants were not saved within 2s: %s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	l.kill()
 	l.start()
 	l.waitLog("grants restored", time.Second, "restored=2")
