@@ -268,7 +268,9 @@ func (d *Daemon) applyRemote(ch cluster.Changes) {
 			d.log.Info("source penalized by a peer", "source", b.Source.String(), "until", b.Until.Format(time.RFC3339))
 		}
 	}
-	if revoked {
+	// A revoke takes access away, and a used SPA packet must be on disk
+	// before a crash could let it open again here: both are saved at once.
+	if revoked || len(ch.Replays) > 0 {
 		d.markUrgent()
 	} else {
 		d.markDirty()

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/knockgate/knockgate/cluster"
 	"net"
 	"net/netip"
 	"os"
@@ -350,5 +351,35 @@ func TestSavesCoalesceButRevokesDoNot(t *testing.T) {
 	eventually(t, "the revoke saved at once, with the grants before it", func() bool {
 		got := l.savedGrants()
 		return len(got) == 50 && !slices.Contains(got, "ssh 198.51.100.1")
+	})
+}
+
+// A used SPA packet a peer reports is on disk at once, past the save gap:
+// a crash must not let the packet open again here.
+func TestPeerReplaySavedAtOnce(t *testing.T) {
+	key, hmacKey := make([]byte, 32), make([]byte, 64)
+	rand.Read(key)
+	rand.Read(hmacKey)
+	l := newLab(t)
+	l.saveGap = time.Hour
+	l.writePolicy("", sshDoor+fmt.Sprintf(`
+door "nas" {
+  open = ["tcp/445"]
+  spa {
+    port            = "udp/62201"
+    key_base64      = %q
+    hmac_key_base64 = %q
+  }
+}
+`, base64.StdEncoding.EncodeToString(key), base64.StdEncoding.EncodeToString(hmacKey)))
+	l.start()
+	l.open("198.51.100.1", 7000)
+	eventually(t, "the first grant saved", func() bool { return len(l.savedGrants()) == 1 })
+	l.open("198.51.100.2", 7000) // waits for the gap
+	digest := [20]byte{1, 2, 3}
+	l.d.applyRemote(cluster.Changes{Replays: []cluster.Replay{{Digest: digest, Until: time.Now().Add(time.Minute)}}})
+	eventually(t, "the peer's replay entry saved at once", func() bool {
+		st, err := loadState(filepath.Join(l.dir, "state.json"))
+		return err == nil && slices.ContainsFunc(st.replay, func(r verdict.ReplayEntry) bool { return r.Key == digest })
 	})
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -59,14 +57,7 @@ func (f *clusterAnswers) Status() *daemon.StatusReport {
 }
 
 func TestStatusOfACluster(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "kg.sock")
-	ln, err := daemon.ListenControl(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go daemon.ServeControl(ctx, ln, &clusterAnswers{}, slog.New(slog.DiscardHandler))
+	sock := serveAnswers(t, &clusterAnswers{})
 	code, out, errOut := runMain(t, "status", "--socket", sock)
 	if code != 0 {
 		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)

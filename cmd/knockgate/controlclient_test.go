@@ -50,8 +50,10 @@ func (f *daemonAnswers) Reload(string) (*daemon.ReloadOutcome, error) {
 
 func (f *daemonAnswers) Unban(src netip.Addr) bool { return src == netip.MustParseAddr("203.0.113.9") }
 
-func TestControlCommands(t *testing.T) {
-	f := &daemonAnswers{}
+// serveAnswers serves h on a control socket of its own until the test
+// ends, as the daemon would, and returns the socket's path.
+func serveAnswers(t *testing.T, h daemon.Handler) string {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "kg.sock")
 	ln, err := daemon.ListenControl(sock)
 	if err != nil {
@@ -59,7 +61,13 @@ func TestControlCommands(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go daemon.ServeControl(ctx, ln, f, slog.New(slog.DiscardHandler))
+	go daemon.ServeControl(ctx, ln, h, slog.New(slog.DiscardHandler))
+	return sock
+}
+
+func TestControlCommands(t *testing.T) {
+	f := &daemonAnswers{}
+	sock := serveAnswers(t, f)
 
 	code, out, errOut := runMain(t, "status", "--socket", sock)
 	if code != 0 || !strings.Contains(out, "198.51.100.7") || !strings.Contains(out, "12s") || !strings.Contains(out, "web") {
@@ -181,14 +189,7 @@ func (f *degradedAnswers) Reload(string) (*daemon.ReloadOutcome, error) {
 // status says the daemon is degraded and which ports a reload left closed;
 // reload lists the ports it stopped protecting.
 func TestControlCommandsDegraded(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "kg.sock")
-	ln, err := daemon.ListenControl(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go daemon.ServeControl(ctx, ln, &degradedAnswers{}, slog.New(slog.DiscardHandler))
+	sock := serveAnswers(t, &degradedAnswers{})
 
 	code, out, errOut := runMain(t, "status", "--socket", sock)
 	if code != 0 || !strings.Contains(out, "DEGRADED: the state file cannot be saved: no space left on device") ||
