@@ -221,3 +221,19 @@ door "ssh" {
   #   allow_any_source = false
   # }
 }
+
+# Several gateways sharing grants, revokes, used SPA packets, TOTP use and
+# bans (README, "Several gateways"). Leave the block out for one gateway.
+# node, listen and the key take effect at a restart; peers at a reload.
+# cluster {
+#   # Unique per gateway; names each grant's origin. Default: the host name.
+#   node = "gw1"
+#   # IP:port where peers reach this gateway, TCP and UDP; not a knock, SPA
+#   # or protected port.
+#   listen = "192.0.2.1:7946"
+#   # Any of the others (IP:port); joining one finds the rest.
+#   peers = ["192.0.2.2:7946", "192.0.2.3:7946"]
+#   # The key every gateway shares: knockgate keygen --kind cluster, mode
+#   # 0600.
+#   secret_file = "/etc/knockgate/cluster.key"
+# }
