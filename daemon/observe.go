@@ -22,7 +22,7 @@ func (d *Daemon) observe(p verdict.Packet, dec verdict.Decision, took time.Durat
 	if dec.GrantEnded {
 		d.log.Info("grant used up", "door", dec.DoorName, "source", p.Src.String(), "by", "max_connections")
 		d.markUrgent()
-	} else if dec.Reason == verdict.ReasonGranted && d.limitsConnections(dec.DoorName) {
+	} else if dec.Reason == verdict.ReasonGranted && d.limitsConnections(dec) {
 		// The grant has a connection fewer left, which the state file
 		// must keep: a kill -9 would otherwise give it back.
 		d.markUrgent()
@@ -91,13 +91,18 @@ func doorNamed(p verdict.Policy, name string) (verdict.Door, bool) {
 	return verdict.Door{}, false
 }
 
-// limitsConnections reports whether the door named has max_connections. It
-// runs for each connection a grant admits, so it reads the engine's policy
-// without copying its doors.
-func (d *Daemon) limitsConnections(name string) bool {
+// limitsConnections reports whether the door that decided has
+// max_connections. It runs for each connection a grant admits, on the
+// verdict path, so it looks the door up by the decision's index, one
+// compare, and walks the doors by name only when a reload renumbered them
+// in between.
+func (d *Daemon) limitsConnections(dec verdict.Decision) bool {
 	doors := d.eng.Policy().Doors
+	if i := dec.Door; i >= 0 && i < len(doors) && doors[i].Name == dec.DoorName {
+		return doors[i].MaxConnections > 0
+	}
 	for i := range doors {
-		if doors[i].Name == name {
+		if doors[i].Name == dec.DoorName {
 			return doors[i].MaxConnections > 0
 		}
 	}
