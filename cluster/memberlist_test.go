@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"github.com/knockgate/knockgate/internal/logbuf"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -241,29 +242,11 @@ func TestClusterPartitionHeals(t *testing.T) {
 	t.Logf("converged %v after gw3 restarted", time.Since(start))
 }
 
-// syncBuffer is a log destination that the nodes' goroutines share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestClusterSkewAndPolicy runs gw2 with a clock 2 s ahead and another
 // policy: gw1 measures the skew from gw2's messages, warns, and reports
 // the policy.
 func TestClusterSkewAndPolicy(t *testing.T) {
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	a := startNode(t, "gw1", nodeOpts{policy: PolicyHash{1}, logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ahead := func() time.Time { return time.Now().Add(2 * time.Second) }
 	b := startNode(t, "gw2", nodeOpts{policy: PolicyHash{2}, now: ahead, peers: []string{a.addr().String()}})
@@ -327,7 +310,7 @@ func TestClusterPropagation(t *testing.T) {
 }
 
 func TestSlogWriter(t *testing.T) {
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	l := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	w := slogWriter{l}
 	for _, line := range []string{

@@ -3,8 +3,11 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/knockgate/knockgate/internal/logbuf"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -93,7 +96,7 @@ type lab struct {
 	policy string
 	d      *Daemon
 	qs     []*fakeQueue
-	logs   *syncBuffer
+	logs   *logbuf.Buffer
 	cancel context.CancelFunc
 	done   chan error
 	// tweak, when set, changes the loaded policy before the daemon
@@ -107,23 +110,13 @@ type lab struct {
 	saveGap time.Duration
 }
 
-// syncBuffer is a log sink that the daemon's goroutines and the test may
-// use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// freshSPAKeys makes an SPA door's key_base64 and hmac_key_base64 for one
+// test: knockgate refuses the keys its own examples publish.
+func freshSPAKeys() (key, hmacKey string) {
+	k, h := make([]byte, 32), make([]byte, 64)
+	rand.Read(k)
+	rand.Read(h)
+	return base64.StdEncoding.EncodeToString(k), base64.StdEncoding.EncodeToString(h)
 }
 
 // settings is the gate block of every test policy: files in dir, and
@@ -197,7 +190,7 @@ func (l *lab) start() {
 	if l.tweak != nil {
 		l.tweak(pol)
 	}
-	l.logs = &syncBuffer{}
+	l.logs = &logbuf.Buffer{}
 	l.qs = nil
 	var mu sync.Mutex
 	l.d, err = New(Config{Policy: pol, Path: l.policy, Version: "test", Logger: slog.New(slog.NewJSONHandler(l.logs, nil)),

@@ -3,7 +3,6 @@ package daemon
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -85,9 +84,7 @@ func TestObserveNamesDoorsAfterReload(t *testing.T) {
 // the packet asked for, and one a knock sequence of the same door opened
 // as a knock, with the door's.
 func TestObserveLogsSPAGrant(t *testing.T) {
-	key, hmacKey := make([]byte, 32), make([]byte, 64)
-	rand.Read(key)
-	rand.Read(hmacKey)
+	key, hmacKey := freshSPAKeys()
 	l := startLab(t, "", fmt.Sprintf(`
 door "nas" {
   sequence = ["udp/7000", "udp/7001"]
@@ -98,7 +95,7 @@ door "nas" {
     hmac_key_base64 = %q
   }
 }
-`, base64.StdEncoding.EncodeToString(key), base64.StdEncoding.EncodeToString(hmacKey)))
+`, key, hmacKey))
 	door, _ := doorNamed(l.d.eng.Policy(), "nas")
 	src := netip.MustParseAddr("198.51.100.7")
 	payload, err := fwknop.EncodeRandom(&fwknop.Message{Username: "test", Timestamp: time.Now(), Version: "3.0.0",

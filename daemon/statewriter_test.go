@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"github.com/knockgate/knockgate/cluster"
@@ -110,9 +109,7 @@ func TestRestoreVersion1StateFile(t *testing.T) {
 // An SPA grant whose client asked for 120 s comes back after a restart
 // with what it had left, not with the door's open_for.
 func TestRestoreKeepsSPAExpiry(t *testing.T) {
-	key, hmacKey := make([]byte, 32), make([]byte, 64)
-	rand.Read(key)
-	rand.Read(hmacKey)
+	key, hmacKey := freshSPAKeys()
 	l := startLab(t, "", fmt.Sprintf(`
 door "nas" {
   open     = ["tcp/22"]
@@ -124,7 +121,7 @@ door "nas" {
     hmac_key_base64 = %q
   }
 }
-`, base64.StdEncoding.EncodeToString(key), base64.StdEncoding.EncodeToString(hmacKey)))
+`, key, hmacKey))
 	door, _ := doorNamed(l.d.eng.Policy(), "nas")
 	src := netip.MustParseAddr("198.51.100.7")
 	payload, err := fwknop.EncodeRandom(&fwknop.Message{Username: "test", Timestamp: time.Now(), Version: "3.0.0",
@@ -357,9 +354,7 @@ func TestSavesCoalesceButRevokesDoNot(t *testing.T) {
 // A used SPA packet a peer reports is on disk at once, past the save gap:
 // a crash must not let the packet open again here.
 func TestPeerReplaySavedAtOnce(t *testing.T) {
-	key, hmacKey := make([]byte, 32), make([]byte, 64)
-	rand.Read(key)
-	rand.Read(hmacKey)
+	key, hmacKey := freshSPAKeys()
 	l := newLab(t)
 	l.saveGap = time.Hour
 	l.writePolicy("", sshDoor+fmt.Sprintf(`
@@ -371,7 +366,7 @@ door "nas" {
     hmac_key_base64 = %q
   }
 }
-`, base64.StdEncoding.EncodeToString(key), base64.StdEncoding.EncodeToString(hmacKey)))
+`, key, hmacKey))
 	l.start()
 	l.open("198.51.100.1", 7000)
 	eventually(t, "the first grant saved", func() bool { return len(l.savedGrants()) == 1 })

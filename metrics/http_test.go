@@ -1,17 +1,16 @@
 package metrics
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/knockgate/knockgate/internal/logbuf"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -90,31 +89,18 @@ func TestServeBadAddress(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer the server's goroutines may log to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
 func TestServeStopsWithContext(t *testing.T) {
 	m := New("v9", Sources{ProcPath: "testdata/does-not-exist"})
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	if err := Serve(ctx, "127.0.0.1:0", m.Handler(nil), slog.New(slog.NewJSONHandler(&logs, nil))); err != nil {
 		t.Fatal(err)
 	}
 	// Serve logs the address it bound, which is how port 0 is found.
-	logs.mu.Lock()
 	var line struct{ Addr string }
-	err := json.Unmarshal(bytes.SplitN(logs.b.Bytes(), []byte("\n"), 2)[0], &line)
-	logs.mu.Unlock()
+	first, _, _ := strings.Cut(logs.String(), "\n")
+	err := json.Unmarshal([]byte(first), &line)
 	if err != nil || line.Addr == "" {
 		t.Fatalf("no address in the log: %v", err)
 	}
